@@ -1,0 +1,15 @@
+"""Shared test settings: small, deterministic, CPU."""
+
+import torch
+from hypothesis import HealthCheck, settings
+
+torch.set_num_threads(2)
+
+# Torch calls vary in time on a shared 2-core machine: no per-example deadline.
+settings.register_profile(
+    "fpstab",
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("fpstab")
