@@ -1,1 +1,35 @@
-"""fixedpoint"""
+"""Fixed-point engine: solvers, gradients and stability probes for ANY map.
+
+Nothing here knows of transformers: a map is a callable on batched tensors
+(B, ...) -> (B, ...) whose samples do not interact, and a "core" is any object
+with encode / init_state / step / readout.
+"""
+
+from fixedpoint.grad import implicit_gradient, phantom_gradient
+from fixedpoint.linalg import (
+    dense_jacobian,
+    gmres,
+    jvp_operator,
+    operator_norm,
+    singular_values,
+    spectral_radius,
+    vjp_operator,
+)
+from fixedpoint.solve import RETURNS, SOLVERS, SolveResult, iterate, solve
+
+__all__ = [
+    "RETURNS",
+    "SOLVERS",
+    "SolveResult",
+    "dense_jacobian",
+    "gmres",
+    "implicit_gradient",
+    "iterate",
+    "jvp_operator",
+    "operator_norm",
+    "phantom_gradient",
+    "singular_values",
+    "solve",
+    "spectral_radius",
+    "vjp_operator",
+]
