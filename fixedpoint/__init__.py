@@ -15,9 +15,31 @@ from fixedpoint.linalg import (
     spectral_radius,
     vjp_operator,
 )
+from fixedpoint.probes import (
+    SCHEMA_VERSION,
+    STARTS,
+    Geometry,
+    InputDependence,
+    ProbeReport,
+    Reachability,
+    Thresholds,
+    Verdict,
+    implicit_input_jacobian,
+    probe,
+)
 from fixedpoint.solve import RETURNS, SOLVERS, SolveResult, iterate, solve
 
 __all__ = [
+    "SCHEMA_VERSION",
+    "STARTS",
+    "Geometry",
+    "InputDependence",
+    "ProbeReport",
+    "Reachability",
+    "Thresholds",
+    "Verdict",
+    "implicit_input_jacobian",
+    "probe",
     "RETURNS",
     "SOLVERS",
     "SolveResult",

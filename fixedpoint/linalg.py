@@ -127,7 +127,7 @@ def spectral_radius(
     h: Tensor,
     steps: int = 40,
     restarts: int = 4,
-    tol: float = 1e-5,
+    tol: float = 1e-4,
     seed: int = 0,
 ) -> Tensor:
     """rho(df/dh) at h, per sample, by restarted Arnoldi on JVPs.
