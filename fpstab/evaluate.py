@@ -1,0 +1,350 @@
+"""`fpstab eval`: accuracy at every iteration 1..T and every ladder level.
+
+    fpstab eval runs/NAME [--levels 32 64 128 512] [--iters 500] [--samples N] [--device cpu]
+
+For each level, one pass per batch runs h_t = step(h_{t-1}, e) for
+t = 1..T and reads out every h_t, so accuracy at every iteration comes from a
+single trajectory (nothing is re-run). From the same trajectory:
+
+- best iteration (first t of maximal accuracy) and the overthinking penalty
+  max_t acc(t) - acc(T);
+- adaptive halting: sample i stops at the first t with relative residual
+  r_t = ||h_t - h_{t-1}|| / ||h_t|| < tol (else at T); its prediction is the
+  readout of h_t and it used t function evaluations (calls of `step`).
+
+Then a fixed-point solver at test time (fixedpoint.solve, Anderson by
+default) from the same h0: accuracy of the readout of the returned state and
+the function evaluations it used.
+
+Writes RUN/eval.json (schema "fpstab.eval", version EVAL_SCHEMA_VERSION; see
+`evaluate_run`) and RUN/plots/acc_vs_iters*.png (reports.plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fpstab import __version__
+from fpstab.runs import (
+    EVAL_FILE,
+    PLOTS_DIR,
+    atomic_write_json,
+    checkpoint_path_of,
+    load_checkpoint,
+    load_run,
+    run_dir_of,
+)
+
+EVAL_SCHEMA = "fpstab.eval"
+EVAL_SCHEMA_VERSION = 1
+
+
+@torch.no_grad()
+def trajectory_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, iters: int) -> dict[str, Tensor]:
+    """Run one batch for `iters` iterations and score every iteration.
+
+    x: (B, n_tokens, in_dim); y: (B, n_tokens).
+    Returns (all on CPU):
+        correct:   (iters, B) bool, exact match of readout(h_t), t = 1..iters
+        token_acc: (iters,) float, the task's token accuracy over the batch
+        residual:  (iters, B) float, ||h_t - h_{t-1}|| / ||h_t|| (inf if non-finite)
+    """
+    e = core.encode(x)
+    h = core.init_state(e)
+    correct, token_acc, residual = [], [], []
+    tiny = torch.finfo(torch.float32).tiny
+    # Everything stays on the device until the end: no host sync per iteration.
+    for _ in range(iters):
+        nxt = core.step(h, e)
+        diff = (nxt - h).flatten(1).float().norm(dim=1)
+        size = nxt.flatten(1).float().norm(dim=1)
+        rel = diff / (size + tiny)
+        rel = torch.where(torch.isfinite(rel), rel, torch.full_like(rel, float("inf")))
+        logits = core.readout(nxt).float()
+        correct.append(task.correct(logits, y))
+        token_acc.append(torch.as_tensor(task.metrics(logits, y)["token_acc"], dtype=torch.float32, device=rel.device))
+        residual.append(rel)
+        h = nxt
+    return {"correct": torch.stack(correct).cpu(), "token_acc": torch.stack(token_acc).cpu(),
+            "residual": torch.stack(residual).cpu()}
+
+
+def halting_from_trajectory(correct: Tensor, residual: Tensor, tol: float) -> dict[str, Tensor]:
+    """Adaptive halting read off a recorded trajectory.
+
+    correct, residual: (T, B). Sample i halts at the first t (1-based) with
+    residual[t-1, i] < tol, else at T. Returns nfe (B,) long (= halting t),
+    correct (B,) bool at that t, halted (B,) bool (residual fell below tol).
+    """
+    T = residual.shape[0]
+    below = residual < tol
+    halted = below.any(dim=0)
+    first = torch.where(halted, below.float().argmax(dim=0), torch.full_like(halted, T - 1, dtype=torch.long))
+    return {"nfe": first + 1, "correct": correct.gather(0, first[None]).squeeze(0), "halted": halted}
+
+
+@torch.no_grad()
+def solver_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, solver: str, max_iter: int,
+                   tol: float) -> dict[str, Any]:
+    """Test-time fixed-point solve from h0 = init_state(encode(x)).
+
+    x: (B, n_tokens, in_dim); y: (B, n_tokens). Returns per-batch counts:
+    correct (B,) bool, nfe (int, evaluations of `step` on the batch),
+    steps (B,) long (evaluation at which the sample reached tol; -1 never),
+    converged (B,) bool, diverged (B,) bool, failure (str | None).
+    """
+    from fixedpoint import solve
+
+    e = core.encode(x)
+    h0 = core.init_state(e)
+    res = solve(lambda h: core.step(h, e), h0, solver=solver, max_iter=max_iter, tol=tol)
+    logits = core.readout(res.state).float()
+    return {"correct": task.correct(logits, y).cpu(), "nfe": int(res.nfe), "steps": res.steps.cpu(),
+            "converged": res.converged.cpu(), "diverged": res.diverged.cpu(), "failure": res.failure}
+
+
+def _level_record(level: Any, grid: Any, n: int, seed: int, correct: Tensor, token_acc: Tensor,
+                  residual: Tensor, train_iters: int) -> dict[str, Any]:
+    """Per-level summary (see evaluate_run for the schema).
+
+    correct, residual: (T, N); token_acc: (T,) mean over the N samples.
+    """
+    acc = correct.float().mean(dim=1)
+    T = acc.shape[0]
+    best = int(torch.argmax(acc))  # first maximum
+    finite = torch.where(torch.isfinite(residual), residual, torch.full_like(residual, float("nan")))
+    return {
+        "level": level,
+        "grid": list(grid) if grid is not None else None,
+        "n_samples": n,
+        "data_seed": seed,
+        "accuracy": [round(float(a), 6) for a in acc],
+        "token_accuracy": [round(float(a), 6) for a in token_acc],
+        "residual_median": [_num(v) for v in finite.nanquantile(0.5, dim=1)],
+        "residual_p90": [_num(v) for v in finite.nanquantile(0.9, dim=1)],
+        "final_accuracy": float(acc[-1]),
+        "best_accuracy": float(acc[best]),
+        "best_iteration": best + 1,
+        "overthinking_penalty": float(acc[best] - acc[-1]),
+        "accuracy_at_train_iters": float(acc[train_iters - 1]) if T >= train_iters else None,
+    }
+
+
+def _num(v: Tensor) -> float | None:
+    f = float(v)
+    return None if f != f else f  # NaN -> null (JSON has no NaN)
+
+
+def parse_levels(values: Sequence[str] | None, ladder: Any) -> list[Any]:
+    """Level names from the command line -> ladder levels (ints where the ladder has ints).
+
+    None -> the training level followed by the ladder's test levels.
+    """
+    allowed = list(ladder.levels)
+    if not values:
+        test = list(ladder.test) if isinstance(ladder.test, (list, tuple)) else [ladder.test]
+        return [ladder.train] + [lv for lv in test if lv != ladder.train]
+    out = []
+    for v in values:
+        match = [lv for lv in allowed if str(lv) == str(v)]
+        if not match:
+            raise ValueError(f"level {v!r} is not a level of this task; allowed: {allowed}")
+        out.append(match[0])
+    return out
+
+
+def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: int = 500,
+                 samples: int = 1000, batch_size: int = 250, device: str = "cpu",
+                 halt_tol: float = 1e-3, solver: str | None = "anderson", solver_max_iter: int | None = None,
+                 solver_tol: float = 1e-3, data_seed: int | None = None, checkpoint: str | Path | None = None,
+                 data_cache: str | None = None, plots: bool = True, out: str | Path | None = None,
+                 quiet: bool = False) -> dict[str, Any]:
+    """Evaluate a trained run; write and return the eval record.
+
+    Args:
+        run: run directory (or a checkpoint file inside one).
+        levels: ladder levels (default: training level + the ladder's test levels).
+        iters: T, iterations scored (1..T). Non-looped cores are scored at 1.
+        samples: test samples per level; batch_size: samples per forward.
+        halt_tol: relative-residual threshold of adaptive halting.
+        solver: test-time solver ("anderson", "broyden", "iterate") or None to skip;
+            solver_max_iter defaults to T; solver_tol its relative-residual tol.
+        data_seed: test data seed (default: the run's data_seed + 2).
+        out: where eval.json goes (default: RUN/eval.json); plots go beside it.
+    Returns the record written to eval.json:
+        {"schema": "fpstab.eval", "schema_version": 1, "fpstab", "created",
+         "run_dir", "checkpoint", "checkpoint_step", "task", "arch", "norm",
+         "train_level", "train_iters", "looped", "iters", "device",
+         "halting": {"tol"}, "solver": {"name", "max_iter", "tol"} | null,
+         "levels": [{"level", "grid", "n_samples", "data_seed",
+                     "accuracy": [T], "token_accuracy": [T],
+                     "residual_median": [T], "residual_p90": [T],
+                     "final_accuracy", "best_accuracy", "best_iteration",
+                     "overthinking_penalty", "accuracy_at_train_iters",
+                     "halting": {"tol", "accuracy", "mean_nfe", "halted_fraction"} | null,
+                     "solver": {"name", "max_iter", "tol", "accuracy", "nfe",
+                                "mean_steps_to_tol", "converged_fraction",
+                                "diverged_fraction", "failures"} | null,
+                     "wall_s"}],
+         "plots": [paths relative to the run dir], "wall_s"}
+    """
+    from tasks import get_task
+
+    if iters < 1:
+        raise ValueError(f"iters={iters} must be >= 1")
+    if samples < 1 or batch_size < 1:
+        raise ValueError(f"samples={samples} and batch_size={batch_size} must be >= 1")
+    if solver is not None and solver not in ("anderson", "broyden", "iterate"):
+        raise ValueError(f"solver={solver!r} is not one of ['anderson', 'broyden', 'iterate', None]")
+    t_start = time.perf_counter()
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
+    ckpt_path = Path(checkpoint) if checkpoint is not None else checkpoint_path_of(run)
+    run_dir = run_dir_of(run)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} requested but torch sees no CUDA device; use --device cpu")
+    core, core_cfg, cfg, task_name = load_run(run_dir, device=dev, checkpoint=ckpt_path)
+    ckpt_step = int(load_checkpoint(ckpt_path)["step"])
+    task = get_task(task_name)
+    ladder = task.ladder()
+    levels = parse_levels([str(lv) for lv in levels] if levels else None, ladder)
+    seed = cfg.data_seed + 2 if data_seed is None else data_seed
+    looped = bool(getattr(core, "looped", True))
+    T = iters if looped else 1
+    max_iter = solver_max_iter or T
+    record: dict[str, Any] = {
+        "schema": EVAL_SCHEMA,
+        "schema_version": EVAL_SCHEMA_VERSION,
+        "fpstab": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt_path),
+        "checkpoint_step": ckpt_step,
+        "task": task_name,
+        "arch": cfg.arch,
+        "norm": cfg.norm,
+        "train_level": cfg.train_level if cfg.train_level is not None else ladder.train,
+        "train_iters": cfg.train_iters,
+        "looped": looped,
+        "iters": T,
+        "device": str(dev),
+        "halting": {"tol": halt_tol} if looped else None,
+        "solver": {"name": solver, "max_iter": max_iter, "tol": solver_tol} if (looped and solver) else None,
+        "levels": [],
+    }
+    say(f"[eval] {run_dir} step {ckpt_step}: {task_name} {cfg.arch}+{cfg.norm}, levels {levels}, "
+        f"T={T}, {samples} samples/level on {dev}")
+    for level in levels:
+        t_level = time.perf_counter()
+        data = task.make(level, samples, seed, cache_dir=data_cache)
+        parts: dict[str, list[Tensor]] = {"correct": [], "token_acc": [], "residual": []}
+        halt: dict[str, list[Tensor]] = {"nfe": [], "correct": [], "halted": []}
+        sol: dict[str, Any] = {"correct": [], "nfe": 0, "steps": [], "converged": [], "diverged": [], "failures": 0}
+        for start in range(0, samples, batch_size):
+            x = data.inputs[start:start + batch_size].to(dev)
+            y = data.targets[start:start + batch_size].to(dev)
+            if looped:
+                tr = trajectory_metrics(core, task, x, y, T)
+            else:
+                with torch.no_grad():
+                    logits = core(x, 1)[-1].float()
+                tr = {"correct": task.correct(logits, y).cpu()[None],
+                      "token_acc": torch.tensor([float(task.metrics(logits, y)["token_acc"])]),
+                      "residual": torch.full((1, x.shape[0]), float("nan"))}
+            parts["correct"].append(tr["correct"])
+            parts["residual"].append(tr["residual"])
+            parts["token_acc"].append(tr["token_acc"] * x.shape[0])  # batch sums, divided below
+            if looped:
+                for k, v in halting_from_trajectory(tr["correct"], tr["residual"], halt_tol).items():
+                    halt[k].append(v)
+                if solver:
+                    s = solver_metrics(core, task, x, y, solver, max_iter, solver_tol)
+                    for k in ("correct", "steps", "converged", "diverged"):
+                        sol[k].append(s[k])
+                    sol["nfe"] += s["nfe"] * x.shape[0]
+                    sol["failures"] += int(s["failure"] is not None)
+        merged = {"correct": torch.cat(parts["correct"], dim=1), "residual": torch.cat(parts["residual"], dim=1),
+                  "token_acc": torch.stack(parts["token_acc"]).sum(dim=0) / samples}
+        rec = _level_record(level, data.grid, samples, seed, merged["correct"], merged["token_acc"],
+                            merged["residual"], cfg.train_iters)
+        rec["halting"] = None
+        rec["solver"] = None
+        if looped:
+            h = {k: torch.cat(v) for k, v in halt.items()}
+            rec["halting"] = {"tol": halt_tol, "accuracy": float(h["correct"].float().mean()),
+                              "mean_nfe": float(h["nfe"].float().mean()),
+                              "halted_fraction": float(h["halted"].float().mean())}
+            if solver:
+                steps = torch.cat(sol["steps"])
+                reached = steps[steps > 0]
+                rec["solver"] = {
+                    "name": solver, "max_iter": max_iter, "tol": solver_tol,
+                    "accuracy": float(torch.cat(sol["correct"]).float().mean()),
+                    "nfe": sol["nfe"] / samples,
+                    "mean_steps_to_tol": float(reached.float().mean()) if reached.numel() else None,
+                    "converged_fraction": float(torch.cat(sol["converged"]).float().mean()),
+                    "diverged_fraction": float(torch.cat(sol["diverged"]).float().mean()),
+                    "failures": sol["failures"],
+                }
+        rec["wall_s"] = round(time.perf_counter() - t_level, 2)
+        record["levels"].append(rec)
+        msg = (f"[eval] level {level}: acc@T {rec['final_accuracy']:.4f} best {rec['best_accuracy']:.4f} "
+               f"@ t={rec['best_iteration']} overthinking {rec['overthinking_penalty']:.4f}")
+        if rec["halting"]:
+            msg += f" | halting acc {rec['halting']['accuracy']:.4f} nfe {rec['halting']['mean_nfe']:.1f}"
+        if rec["solver"]:
+            msg += f" | {solver} acc {rec['solver']['accuracy']:.4f} nfe {rec['solver']['nfe']:.1f}"
+        say(msg + f" ({rec['wall_s']:.1f}s)")
+
+    out_path = Path(out) if out is not None else run_dir / EVAL_FILE
+    record["plots"] = []
+    record["wall_s"] = round(time.perf_counter() - t_start, 2)
+    if plots:
+        from reports.plots import plot_eval
+
+        paths = plot_eval(record, out_path.parent / PLOTS_DIR)
+        record["plots"] = [str(p.relative_to(out_path.parent)) for p in paths]
+    atomic_write_json(out_path, record)
+    say(f"[eval] wrote {out_path}" + (f" and {len(record['plots'])} plots in {out_path.parent / PLOTS_DIR}" if plots else ""))
+    return record
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `fpstab eval`."""
+    parser.add_argument("run", type=Path, help="run directory (or a checkpoint file inside one)")
+    parser.add_argument("--levels", nargs="+", default=None,
+                        help="ladder levels (default: the training level and the ladder's test levels)")
+    parser.add_argument("--iters", type=int, default=500, help="T: iterations scored, 1..T")
+    parser.add_argument("--samples", type=int, default=1000, help="test samples per level")
+    parser.add_argument("--batch-size", type=int, default=250, help="samples per forward pass")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    parser.add_argument("--halt-tol", type=float, default=1e-3,
+                        help="adaptive halting: stop a sample when ||h_t - h_{t-1}|| / ||h_t|| < tol")
+    parser.add_argument("--solver", default="anderson", choices=["anderson", "broyden", "iterate", "none"],
+                        help="test-time fixed-point solver ('none' to skip)")
+    parser.add_argument("--solver-max-iter", type=int, default=None, help="solver evaluations (default: T)")
+    parser.add_argument("--solver-tol", type=float, default=1e-3, help="solver relative-residual tolerance")
+    parser.add_argument("--data-seed", type=int, default=None, help="test data seed (default: run's data_seed + 2)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (default: RUN/checkpoints/last.pt)")
+    parser.add_argument("--data-cache", default=None, help="cache folder for generated task data")
+    parser.add_argument("--out", type=Path, default=None, help="eval JSON path (default: RUN/eval.json)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `fpstab eval`."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    evaluate_run(args.run, levels=args.levels, iters=args.iters, samples=args.samples,
+                 batch_size=args.batch_size, device=device, halt_tol=args.halt_tol,
+                 solver=None if args.solver == "none" else args.solver, solver_max_iter=args.solver_max_iter,
+                 solver_tol=args.solver_tol, data_seed=args.data_seed, checkpoint=args.checkpoint,
+                 data_cache=args.data_cache, plots=not args.no_plots, out=args.out, quiet=args.quiet)
+    return 0
+

@@ -1,0 +1,225 @@
+"""Run directories, atomic files and checkpoints.
+
+A run directory written by `fpstab train` holds:
+
+    config.json          resolved TrainConfig, CoreConfig, task, seeds, runtime
+    status.json          state: running | completed | diverged | interrupted
+    metrics.jsonl        one JSON object per line (kind: train | epoch | diverged | done)
+    checkpoints/last.pt  the latest consistent training state (atomic)
+    eval.json            written by `fpstab eval`
+    plots/               written by `fpstab eval` (reports.plots)
+
+Every file is written atomically (temporary file in the same folder, fsync,
+os.replace), so a kill leaves either the old or the new version, never half.
+Checkpoints hold only tensors and plain Python values and load with
+`torch.load(path, weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+CONFIG_FILE = "config.json"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+EVAL_FILE = "eval.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+PLOTS_DIR = "plots"
+
+CHECKPOINT_FORMAT = "fpstab.checkpoint"
+CHECKPOINT_VERSION = 1
+CONFIG_SCHEMA = "fpstab.run_config"
+CONFIG_VERSION = 1
+STATES: tuple[str, ...] = ("running", "completed", "diverged", "interrupted")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, not ours, or from another config."""
+
+
+# ---- atomic files ---------------------------------------------------------
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` so a crash leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """JSON (indent 2, keys in insertion order) written atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file; a missing or broken file raises ValueError/FileNotFoundError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from err
+
+
+# ---- checkpoints ----------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
+    """Atomically save a checkpoint dict (tensors and plain Python values only)."""
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **payload}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True; a bad file raises CheckpointError.
+
+    Raises FileNotFoundError when `path` does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a torch checkpoint "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            "delete it to start the run over, or point to another checkpoint"
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an fpstab checkpoint (no format={CHECKPOINT_FORMAT!r} entry)")
+    if ckpt.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format_version={ckpt.get('format_version')!r}; "
+            f"this fpstab reads version {CHECKPOINT_VERSION}"
+        )
+    missing = [k for k in ("config", "core_config", "task", "model") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks entries {missing}")
+    return ckpt
+
+
+def last_checkpoint_path(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+
+
+def checkpoint_path_of(path: str | os.PathLike[str]) -> Path:
+    """A run directory -> its last checkpoint; a file path -> itself."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = last_checkpoint_path(path)
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"run directory {path} has no checkpoint ({ckpt} is missing)")
+        return ckpt
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is neither a run directory nor a checkpoint file")
+    return path
+
+
+def run_dir_of(path: str | os.PathLike[str]) -> Path:
+    """The run directory a path (directory or checkpoint inside it) belongs to."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.parent.name == CHECKPOINT_DIR:
+        return path.parent.parent
+    return path.parent
+
+
+# ---- status and metrics ---------------------------------------------------
+def write_status(run_dir: str | os.PathLike[str], state: str, **fields: Any) -> None:
+    """status.json: {"state": one of STATES, ...fields}."""
+    if state not in STATES:
+        raise ValueError(f"state={state!r} is not one of {list(STATES)}")
+    atomic_write_json(Path(run_dir) / STATUS_FILE, {"state": state, **fields})
+
+
+def read_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    return read_json(Path(run_dir) / STATUS_FILE)
+
+
+class MetricsLog:
+    """Append-only JSON-lines file, flushed after every record.
+
+    On resume, `truncate(nbytes)` drops records written after the checkpoint
+    being resumed, so the log reads as if the run had never been killed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(exist_ok=True)
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, allow_nan=True) + "\n")
+            f.flush()
+
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def truncate(self, nbytes: int) -> None:
+        with self.path.open("r+b") as f:
+            f.truncate(nbytes)
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl (a run directory or the file)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---- loading a trained core -------------------------------------------------
+def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+             checkpoint: str | os.PathLike[str] | None = None) -> tuple[Any, Any, Any, str]:
+    """Load a trained core from a run directory or a checkpoint file.
+
+    Args:
+        path: a run directory (its checkpoints/last.pt is used) or a checkpoint file.
+        device: where to put the core.
+        checkpoint: an explicit checkpoint file, overriding the one `path` implies.
+    Returns:
+        (core, core_config, train_config, task_name): the core in eval mode
+        with the checkpoint's weights, its architectures.CoreConfig, the
+        fpstab.config.TrainConfig it was trained with, and the task name.
+    Raises:
+        FileNotFoundError: no such run or checkpoint.
+        CheckpointError (a ValueError): unreadable or incompatible checkpoint.
+    """
+    from architectures import CoreConfig, build_core
+
+    from fpstab.config import TrainConfig
+
+    ckpt_path = Path(checkpoint) if checkpoint is not None else checkpoint_path_of(path)
+    ckpt = load_checkpoint(ckpt_path)
+    try:
+        core_config = CoreConfig.from_dict(ckpt["core_config"])
+        train_config = TrainConfig.from_dict(ckpt["config"])
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {ckpt_path} holds a config this fpstab cannot read: {err}") from err
+    core = build_core(core_config)
+    try:
+        core.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {ckpt_path} does not match its core config: {err}") from err
+    core.to(device).eval()
+    return core, core_config, train_config, str(ckpt["task"])
