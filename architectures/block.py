@@ -1,0 +1,132 @@
+"""The weight-tied block: recall map, attention branch, MLP branch.
+
+With N = RMSNorm, f a branch, R the recall map (R? = only for internal recall),
+one branch updates the stream s as
+    inner (pre):      s <- s + f(R?(N(s)))
+    outer (post):     s <- N(s + f(R?(s)))
+    both (sandwich):  s <- N(s + f(R?(N(s))))
+    peri:             s <- s + N(f(R?(N(s))))
+and a `gru` residual replaces "s + u" by GRUCell(input=u, hidden=s).
+External (standard) recall sets s = R(h, e) before the block.
+
+As in the official code (ashlab11/generalization, AttentionBlock), the pre,
+peri and post norms, the recall map and the GRU are each one module shared by
+the attention and MLP branches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import Attention, RMSNorm
+from .config import CoreConfig
+
+PLACEMENTS = ("none", "external", "internal")
+
+
+class Recall(nn.Module):
+    """R(s, e), s and e (..., n, d).
+
+    linear: W_x s + W_e e (two Linear(d, d) with bias).  add: s + e.
+    concat: [s; e] (..., n, 2d) inside a branch (internal recall; the branch
+    reads 2d, as in the official code), Linear(2d, d)([s; e]) where the result
+    must be a state (external recall) -- that is linear recall with one bias.
+    """
+
+    def __init__(self, kind: str, d: int, external: bool):
+        super().__init__()
+        self.kind, self.external = kind, external
+        if kind == "linear":
+            self.W_x, self.W_e = nn.Linear(d, d), nn.Linear(d, d)
+        elif kind == "concat" and external:
+            self.W_xe = nn.Linear(2 * d, d)
+
+    def forward(self, s: Tensor, e: Tensor) -> Tensor:
+        if self.kind == "linear":
+            return self.W_x(s) + self.W_e(e)
+        if self.kind == "add":
+            return s + e
+        se = torch.cat([s, e], dim=-1)
+        return self.W_xe(se) if self.external else se
+
+
+class MLP(nn.Module):
+    """Linear(d_in, ratio*d) -> GELU -> Linear(ratio*d, d)."""
+
+    def __init__(self, d_in: int, d: int, ratio: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_in, ratio * d), nn.Linear(ratio * d, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class AddResidual(nn.Module):
+    def forward(self, u: Tensor, s: Tensor) -> Tensor:
+        return s + u
+
+
+class GRUResidual(nn.Module):
+    """GRUCell(input=u, hidden=s) per token, for any leading shape.
+
+    The GRU equations are written out over nn.GRUCell's parameters because the
+    fused cell has no forward-mode AD / double backward on every device.
+    Initialized as the official code: xavier input weights, orthogonal hidden
+    weights, zero biases except the update-gate biases at 1.
+    """
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.cell = nn.GRUCell(d, d)
+        with torch.no_grad():
+            nn.init.xavier_uniform_(self.cell.weight_ih)
+            nn.init.orthogonal_(self.cell.weight_hh)
+            for b in (self.cell.bias_ih, self.cell.bias_hh):
+                b.zero_()
+                b[d:2 * d] = 1.0
+
+    def forward(self, u: Tensor, s: Tensor) -> Tensor:
+        c = self.cell
+        i_r, i_z, i_n = F.linear(u, c.weight_ih, c.bias_ih).chunk(3, dim=-1)
+        h_r, h_z, h_n = F.linear(s, c.weight_hh, c.bias_hh).chunk(3, dim=-1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return (1 - z) * n + z * s
+
+
+class Block(nn.Module):
+    """Attention branch then MLP branch; (..., n, d) -> (..., n, d).
+
+    placement: "none" (no recall), "external" (standard recall) or "internal".
+    """
+
+    def __init__(self, cfg: CoreConfig, placement: str, norm: str):
+        super().__init__()
+        if placement not in PLACEMENTS:
+            raise ValueError(f"Block placement={placement!r}; allowed: {PLACEMENTS}")
+        d = cfg.d_model
+        self.placement = placement
+        self.recall = Recall(cfg.recall, d, external=placement == "external") if placement != "none" else None
+        d_in = 2 * d if placement == "internal" and cfg.recall == "concat" else d
+        self.attn = Attention(d_in, d, cfg.n_heads, cfg.grid, cfg.attn_window, cfg.rope_base)
+        self.mlp = MLP(d_in, d, cfg.mlp_ratio)
+        self.pre_norm = RMSNorm(d) if norm in ("inner", "both", "peri") else nn.Identity()
+        self.peri_norm = RMSNorm(d) if norm == "peri" else nn.Identity()
+        # The state's norm has no gain: after it every token has RMS 1 for any weights.
+        self.post_norm = RMSNorm(d, gain=False) if norm in ("outer", "both") else nn.Identity()
+        self.residual = GRUResidual(d) if cfg.residual == "gru" else AddResidual()
+
+    def branch(self, s: Tensor, e: Tensor, f: nn.Module) -> Tensor:
+        z = self.pre_norm(s)
+        if self.placement == "internal":
+            z = self.recall(z, e)
+        u = self.peri_norm(f(z))
+        return self.post_norm(self.residual(u, s))
+
+    def forward(self, s: Tensor, e: Tensor) -> Tensor:
+        if self.placement == "external":
+            s = self.recall(s, e)
+        s = self.branch(s, e, self.attn)
+        return self.branch(s, e, self.mlp)

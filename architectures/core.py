@@ -1,0 +1,163 @@
+"""Looped cores: encode -> init_state -> step (iterated) -> readout.
+
+Shapes: x (B, n, in_dim); e, h (B, n, d); logits (B, n, out_dim). step,
+readout and the blocks also accept any other leading shape (e.g. a single
+sample (n, d) under torch.func.vmap).
+
+Architectures (DESIGN.md "Looped cores"; REFERENCE.md 1.2 and 3):
+- no_recall:        h' = Block(h); x enters only through h0 = e.
+- standard_recall:  h' = Block(R(h, e)): the recalled vector is the residual stream.
+- internal_recall:  h' = Block(h) with R inside each branch after the pre-norm.
+- fixed_depth:      `depth` untied no-recall blocks, one pass.
+- single_attn:      the standard_recall block applied once (Gong et al.). Same
+                    modules and state_dict keys as standard_recall, so its
+                    weights load into the looped model (SHIFT); its one pass
+                    equals standard_recall's first iteration.
+- fully_looped:     Fu et al.: z = N(e); per layer z <- z + Attn(q=N(h), kv=N(z)),
+                    z <- z + MLP(N(z)); h' = N(z_L). No parameters beyond the
+                    pre-norm block's.
+
+Deviations from the official code, on purpose:
+- The norm that normalizes the loop state (outer/post and sandwich output
+  norms, fully_looped's restart N(e) and final N(z_L)) has no learnable gain,
+  so every token of the state has RMS exactly 1 for any weights: "outer
+  normalization" is then a projection onto the sphere, as the theory needs.
+  The official RMSNorms all have gains (FastRMSNorm(nn.RMSNorm)). Branch
+  norms (pre, peri, QK, readout) keep gains.
+- QK-norm is applied before RoPE (official: RoPE, then QK-norm with gains,
+  which breaks exact relative-position dependence once the gains move).
+- fully_looped: the official first loop is plain self-attention (no h yet);
+  here every step, the first included, queries N(h) with h0 = init_state(e),
+  so one map F(h, e) is iterated. For layers_per_loop=1 and h0 = e the first
+  step equals the official loop 1 (then q = N(e) = N(z)); for more layers it
+  differs. Its norms inside the layers are the block's pre-norm (with gain;
+  official: parameter-free); attention is non-causal (official: causal LM).
+- Local attention is a bool mask for SDPA with NATTEN's border semantics
+  (official: NATTEN na1d/na2d, kernel 5).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .attention import RMSNorm, position_shape
+from .block import Block
+from .config import INIT_STATES, CoreConfig
+
+_PLACEMENT = {"no_recall": "none", "standard_recall": "external", "internal_recall": "internal",
+              "fixed_depth": "none", "single_attn": "external"}
+
+
+class Core(nn.Module):
+    """A looped core; `step` is the map F(h, e) whose fixed points the probes study."""
+
+    def __init__(self, cfg: CoreConfig, blocks: list[Block]):
+        super().__init__()
+        d = cfg.d_model
+        self.config = cfg
+        self.embed = nn.Linear(cfg.in_dim, d)
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Sequential(RMSNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, cfg.out_dim))
+
+    @property
+    def looped(self) -> bool:
+        """False for the one-pass baselines (fixed_depth, single_attn)."""
+        return self.config.arch not in ("fixed_depth", "single_attn")
+
+    @property
+    def has_input_injection(self) -> bool:
+        """False when step(h, e) does not depend on e (no_recall, fixed_depth): an autonomous map."""
+        return self.config.arch not in ("no_recall", "fixed_depth")
+
+    def encode(self, x: Tensor) -> Tensor:
+        """x (B, n, in_dim) -> e (B, n, d) = Linear(in_dim, d)(x), no norm."""
+        if x.dim() < 2 or x.shape[-1] != self.config.in_dim:
+            raise ValueError(f"input x has shape {tuple(x.shape)}; expected (B, n_tokens, in_dim={self.config.in_dim})")
+        position_shape(x.shape[-2], self.config.grid)
+        return self.embed(x)
+
+    def init_state(self, e: Tensor, kind: str | None = None, seed: int | None = None) -> Tensor:
+        """h0 like e: "embedding" (e itself), "zeros", or "random" (standard normal, seeded by
+        `seed` or config.init_seed; deterministic, drawn on the CPU in float32/float64)."""
+        kind = self.config.init_state if kind is None else kind
+        if kind not in INIT_STATES:
+            raise ValueError(f"init_state kind={kind!r}; allowed: {INIT_STATES}")
+        if kind == "embedding":
+            return e
+        if kind == "zeros":
+            return torch.zeros_like(e)
+        g = torch.Generator().manual_seed(self.config.init_seed if seed is None else seed)
+        dtype = torch.float64 if e.dtype == torch.float64 else torch.float32
+        return torch.randn(e.shape, generator=g, dtype=dtype).to(device=e.device, dtype=e.dtype)
+
+    def step(self, h: Tensor, e: Tensor) -> Tensor:
+        """One loop iteration: h, e (B, n, d) -> h' (B, n, d)."""
+        self._check_state(h, e)
+        for block in self.blocks:
+            h = block(h, e)
+        return h
+
+    def readout(self, h: Tensor) -> Tensor:
+        """h (B, n, d) -> logits (B, n, out_dim): RMSNorm -> Linear(d, d) -> GELU -> Linear(d, out_dim)."""
+        return self.head(h)
+
+    def forward(self, x: Tensor, iters: int, h0: Tensor | None = None) -> Tensor:
+        """Logits of every iteration, (iters, B, n, out_dim), in train and eval mode alike.
+
+        h0 (B, n, d) replaces init_state(e). Iterating a one-pass baseline
+        (looped=False) just repeats its map, as the official code does.
+        """
+        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+            raise ValueError(f"iters={iters!r}; allowed: an int >= 1")
+        e = self.encode(x)
+        h = self.init_state(e) if h0 is None else h0
+        logits = []
+        for _ in range(iters):
+            h = self.step(h, e)
+            logits.append(self.readout(h))
+        return torch.stack(logits)
+
+    def weight_matrices(self) -> dict[str, Tensor]:
+        """2-D weights of the step's blocks (views of the parameters, not detached):
+        W_Q, W_K, W_V (d, d_in), W_O (d, d), W_1 (ratio*d, d_in), W_2 (d, ratio*d), and
+        W_x, W_e (d, d) for linear recall. Block i > 0 of a step gets the suffix ".i"."""
+        out = {}
+        for i, block in enumerate(self.blocks):
+            sfx = "" if i == 0 else f".{i}"
+            mats = dict(zip(("W_Q", "W_K", "W_V"), block.attn.qkv.weight.split(self.config.d_model)))
+            mats.update(W_O=block.attn.proj.weight, W_1=block.mlp.fc1.weight, W_2=block.mlp.fc2.weight)
+            if block.recall is not None and block.recall.kind == "linear":
+                mats.update(W_x=block.recall.W_x.weight, W_e=block.recall.W_e.weight)
+            out.update({k + sfx: v for k, v in mats.items()})
+        return out
+
+    def _check_state(self, h: Tensor, e: Tensor) -> None:
+        if h.shape != e.shape or h.shape[-1] != self.config.d_model:
+            raise ValueError(f"state h {tuple(h.shape)} and encoding e {tuple(e.shape)} must have the same "
+                             f"shape (..., n_tokens, d_model={self.config.d_model})")
+
+
+class FullyLoopedCore(Core):
+    """Fu et al.'s Fully Looped Transformer: every step restarts from N(e); h enters only as queries."""
+
+    def __init__(self, cfg: CoreConfig):
+        super().__init__(cfg, [Block(cfg, "none", norm="inner") for _ in range(cfg.layers_per_loop)])
+        self.state_norm = RMSNorm(cfg.d_model, gain=False)
+
+    def step(self, h: Tensor, e: Tensor) -> Tensor:
+        """h, e (B, n, d) -> h' = N(z_L), every token at RMS 1."""
+        self._check_state(h, e)
+        z = self.state_norm(e)
+        for block in self.blocks:
+            z = z + block.attn(block.pre_norm(h), kv=block.pre_norm(z))
+            z = z + block.mlp(block.pre_norm(z))
+        return self.state_norm(z)
+
+
+def build_core(cfg: CoreConfig) -> Core:
+    """The nn.Module for `cfg` (see the module docstring for every arch)."""
+    if cfg.arch == "fully_looped":
+        return FullyLoopedCore(cfg)
+    n_blocks = cfg.depth if cfg.arch == "fixed_depth" else cfg.layers_per_loop
+    return Core(cfg, [Block(cfg, _PLACEMENT[cfg.arch], norm=cfg.norm) for _ in range(n_blocks)])
