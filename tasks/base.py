@@ -1,0 +1,212 @@
+"""What every task shares: the ladder, the encoded batch, metrics and the loss.
+
+A task turns a generated (or loaded) set into tensors:
+inputs (n, n_tokens, in_dim) float32 and targets (n, n_tokens) int64, one
+class per token. Models see only these; the task scores their logits
+(B, n_tokens, out_dim).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import torch
+import torch.nn.functional as F
+
+from tasks import cache
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Difficulty levels, easiest first, with the default train and test levels."""
+
+    levels: tuple[str, ...]
+    train: str
+    test: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        unknown = [lv for lv in (self.train, *self.test) if lv not in self.levels]
+        if unknown:
+            raise ValueError(f"ladder levels {unknown} are not in {self.levels}")
+
+
+@dataclass(frozen=True, eq=False)
+class TaskBatch:
+    """An encoded set.
+
+    inputs: float32 (n, n_tokens, in_dim); targets: int64 (n, n_tokens);
+    grid: the token layout, prod(grid) == n_tokens; level and seed: where it came from.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    grid: tuple[int, ...]
+    level: str
+    seed: int
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a set came from: its key, the cache file and how long it took."""
+
+    task: str
+    level: str
+    n: int
+    seed: int
+    version: int
+    cache_path: Path | None
+    from_cache: bool
+    seconds: float
+
+
+SetT = TypeVar("SetT")
+
+
+class Task(ABC, Generic[SetT]):
+    """A task: generator, ladder, encoding and metrics.
+
+    Subclasses set `name`, `in_dim`, `out_dim`, `attn_window`, `version`
+    (bump it when generation changes, it is part of the cache key) and
+    `cached` (slow generators cache on disk), and implement `ladder`,
+    `grid`, `_generate`, `_to_arrays`, `_from_arrays`, `encode_set`,
+    `summarize` and `show`.
+    """
+
+    name: str
+    in_dim: int
+    out_dim: int
+    attn_window: int | None = None
+    version: int = 1
+    cached: bool = False
+
+    # --- ladder ----------------------------------------------------------
+    @abstractmethod
+    def ladder(self) -> Ladder:
+        """The difficulty levels, easiest first, and the default train/test levels."""
+
+    @abstractmethod
+    def grid(self, level: str) -> tuple[int, ...]:
+        """Token layout of a level: (length,) for sequences, (rows, cols) for boards."""
+
+    def check_level(self, level: str) -> str:
+        """Return `level` if the ladder has it, else raise ValueError naming the allowed levels."""
+        levels = self.ladder().levels
+        if level not in levels:
+            raise ValueError(
+                f"unknown {self.name} level {level!r}; allowed: {', '.join(levels)}"
+            )
+        return level
+
+    # --- data ------------------------------------------------------------
+    @abstractmethod
+    def _generate(self, level: str, n: int, seed: int, workers: int | None) -> SetT:
+        """Generate n instances of `level` from `seed`."""
+
+    @abstractmethod
+    def _to_arrays(self, data: SetT) -> dict[str, Any]:
+        """The set as numpy arrays (for the on-disk cache)."""
+
+    @abstractmethod
+    def _from_arrays(self, arrays: dict[str, Any], level: str, seed: int) -> SetT:
+        """Inverse of `_to_arrays` (level and seed come from the cache key)."""
+
+    @abstractmethod
+    def encode_set(self, data: SetT) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs float32 (n, n_tokens, in_dim), targets int64 (n, n_tokens)."""
+
+    @abstractmethod
+    def summarize(self, data: SetT) -> dict[str, str]:
+        """A few statistics of a set, for `fpstab data` (name -> formatted value)."""
+
+    @abstractmethod
+    def show(self, data: SetT, index: int) -> str:
+        """One instance as text."""
+
+    def generate_set(
+        self,
+        level: str,
+        n: int,
+        seed: int,
+        cache_dir: str | Path | None = None,
+        workers: int | None = None,
+    ) -> tuple[SetT, Provenance]:
+        """The raw set for (level, n, seed), from the cache when there is one.
+
+        Instance i depends only on (seed, level, i), so a set is a prefix of
+        any larger set with the same seed, whatever the number of workers; a
+        cached larger set is sliced. workers: processes (None = all cores).
+        """
+        self.check_level(level)
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        t0 = time.perf_counter()
+        if not self.cached:
+            data = self._generate(level, n, seed, workers)
+            return data, Provenance(self.name, level, n, seed, self.version, None, False,
+                                    time.perf_counter() - t0)
+        key = cache.CacheKey(self.name, level, n, seed, self.version)
+        arrays, path, hit = cache.load_or_build(
+            key,
+            lambda: self._to_arrays(self._generate(level, n, seed, workers)),
+            cache_dir,
+        )
+        data = self._from_arrays(arrays, level, seed)
+        return data, Provenance(self.name, level, n, seed, self.version, path, hit,
+                                time.perf_counter() - t0)
+
+    def make(
+        self, level: str, n: int, seed: int, cache_dir: str | Path | None = None
+    ) -> TaskBatch:
+        """n encoded instances of `level`, deterministic in `seed`.
+
+        Slow sets are cached under `cache_dir` (default $FPSTAB_CACHE or
+        ~/.cache/fpstab). Returns TaskBatch(inputs (n, n_tokens, in_dim),
+        targets (n, n_tokens), grid, level, seed).
+        """
+        data, _ = self.generate_set(level, n, seed, cache_dir)
+        inputs, targets = self.encode_set(data)
+        return TaskBatch(inputs, targets, self.grid(level), level, seed)
+
+    # --- scoring ---------------------------------------------------------
+    def _check_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        if logits.dim() != 3 or targets.dim() != 2 or logits.shape[:2] != targets.shape:
+            raise ValueError(
+                f"{self.name}: expected logits (B, n_tokens, {self.out_dim}) and targets "
+                f"(B, n_tokens), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+            )
+        if logits.shape[-1] != self.out_dim:
+            raise ValueError(
+                f"{self.name}: logits have {logits.shape[-1]} classes per token, "
+                f"the task has out_dim={self.out_dim}"
+            )
+
+    def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Exact match per sample: every token's argmax equals its target.
+
+        logits (B, n_tokens, out_dim), targets (B, n_tokens) -> bool (B,).
+        """
+        self._check_logits(logits, targets)
+        return (logits.argmax(-1) == targets).all(-1)
+
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """exact_match (share of samples with `correct`) and token_acc (share of
+        tokens whose argmax is the target). logits (B, n_tokens, out_dim)."""
+        self._check_logits(logits, targets)
+        with torch.no_grad():
+            exact = self.correct(logits, targets).float().mean().item()
+            token = (logits.argmax(-1) == targets).float().mean().item()
+        return {"exact_match": exact, "token_acc": token}
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean per-token cross-entropy over all B * n_tokens tokens (scalar)."""
+        self._check_logits(logits, targets)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
