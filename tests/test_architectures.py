@@ -10,7 +10,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.func import jacrev, jvp, vmap
 
 from architectures import ARCHS, INIT_STATES, NORMS, RECALLS, RESIDUALS, CoreConfig, build_core
