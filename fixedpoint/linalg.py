@@ -82,6 +82,13 @@ def _unit(v: Tensor) -> Tensor:
     return v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
 
 
+def _breakdown(after: Tensor, before: Tensor) -> Tensor:
+    """(B,) bool: orthogonalization left only rounding noise of `before` (B, N),
+    so the Krylov space is invariant."""
+    noise = 10 * before.shape[1] ** 0.5 * torch.finfo(before.dtype).eps
+    return after.norm(dim=1) <= noise * before.norm(dim=1)
+
+
 def _orthogonalize(w: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
     """Two passes of classical Gram-Schmidt of w (B, N) against basis (B, k, N).
 
@@ -112,13 +119,14 @@ def arnoldi(apply: Operator, v0: Tensor, steps: int) -> tuple[Tensor, Tensor]:
     basis[:, 0] = _unit(v0)
     tiny = torch.finfo(v0.dtype).eps
     for j in range(steps):
-        w, coef = _orthogonalize(apply(basis[:, j]), basis[:, : j + 1])
-        norm = w.norm(dim=1)
+        aw = apply(basis[:, j])
+        w, coef = _orthogonalize(aw, basis[:, : j + 1])
+        # A breakdown means the Krylov space is invariant: its Ritz values are exact.
+        dead = _breakdown(w, aw)
+        norm = torch.where(dead, torch.zeros_like(coef[:, 0]), w.norm(dim=1))
         hess[:, : j + 1, j] = coef
         hess[:, j + 1, j] = norm
-        # A breakdown means the Krylov space is invariant: its Ritz values are exact.
-        alive = norm > tiny * coef.abs().amax(dim=1).clamp_min(1.0)
-        basis[:, j + 1] = torch.where(alive[:, None], w / norm.clamp_min(tiny)[:, None], torch.zeros_like(w))
+        basis[:, j + 1] = torch.where(dead[:, None], torch.zeros_like(w), w / norm.clamp_min(tiny)[:, None])
     return basis, hess
 
 
@@ -212,8 +220,17 @@ def singular_values(
     a = lambda v: v - jv(v)  # noqa: E731
     at = lambda u: u - jtv(u)  # noqa: E731
     bidiag = _golub_kahan(a, at, _start(h, seed), steps)
-    sv = torch.linalg.svdvals(bidiag)
-    return sv[:, -1], sv[:, 0]
+    # A zero on the diagonal marks a breakdown: the Krylov space became
+    # invariant and the leading block already holds exact singular values;
+    # the zero rows after it would add spurious zeros.
+    diag = bidiag.diagonal(dim1=1, dim2=2)
+    live = (diag != 0).long().cumprod(dim=1).sum(dim=1).clamp_min(1)
+    s_min, s_max = [], []
+    for b, k in enumerate(live.tolist()):
+        sv = torch.linalg.svdvals(bidiag[b, :k, :k])
+        s_min.append(sv[-1])
+        s_max.append(sv[0])
+    return torch.stack(s_min), torch.stack(s_max)
 
 
 def _golub_kahan(a: Operator, at: Operator, v0: Tensor, steps: int) -> Tensor:
@@ -226,24 +243,22 @@ def _golub_kahan(a: Operator, at: Operator, v0: Tensor, steps: int) -> Tensor:
     bd = torch.zeros(batch, steps, steps, dtype=dtype, device=device)
     tiny = torch.finfo(dtype).eps
     v = _unit(v0)
-    beta_u = None
     for j in range(steps):
         vs[:, j] = v
-        u = a(v)
-        if j > 0:
-            u = u - bd[:, j - 1, j, None] * us[:, j - 1]
-        u, _ = _orthogonalize(u, us[:, :j]) if j > 0 else (u, None)
-        alpha = u.norm(dim=1)
+        av = a(v)
+        u = av - bd[:, j - 1, j, None] * us[:, j - 1] if j > 0 else av
+        u = _orthogonalize(u, us[:, :j])[0] if j > 0 else u
+        alpha = torch.where(_breakdown(u, av), torch.zeros_like(u[:, 0]), u.norm(dim=1))
         bd[:, j, j] = alpha
-        u = torch.where((alpha > tiny)[:, None], u / alpha.clamp_min(tiny)[:, None], torch.zeros_like(u))
+        u = torch.where((alpha > 0)[:, None], u / alpha.clamp_min(tiny)[:, None], torch.zeros_like(u))
         us[:, j] = u
         if j + 1 == steps:
             break
-        w = at(u) - alpha[:, None] * v
-        w, _ = _orthogonalize(w, vs[:, : j + 1])
-        beta_u = w.norm(dim=1)
-        bd[:, j, j + 1] = beta_u
-        v = torch.where((beta_u > tiny)[:, None], w / beta_u.clamp_min(tiny)[:, None], torch.zeros_like(w))
+        atu = at(u)
+        w, _ = _orthogonalize(atu - alpha[:, None] * v, vs[:, : j + 1])
+        beta = torch.where(_breakdown(w, atu), torch.zeros_like(alpha), w.norm(dim=1))
+        bd[:, j, j + 1] = beta
+        v = torch.where((beta > 0)[:, None], w / beta.clamp_min(tiny)[:, None], torch.zeros_like(w))
     return bd
 
 
