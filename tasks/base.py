@@ -86,6 +86,11 @@ class Task(ABC, Generic[SetT]):
     version: int = 1
     cached: bool = False
 
+    @property
+    def cache_variant(self) -> str:
+        """Generator options that change the data, as a cache-key tag ('' = defaults)."""
+        return ""
+
     # --- ladder ----------------------------------------------------------
     @abstractmethod
     def ladder(self) -> Ladder:
@@ -153,7 +158,7 @@ class Task(ABC, Generic[SetT]):
             data = self._generate(level, n, seed, workers)
             return data, Provenance(self.name, level, n, seed, self.version, None, False,
                                     time.perf_counter() - t0)
-        key = cache.CacheKey(self.name, level, n, seed, self.version)
+        key = cache.CacheKey(self.name, level, n, seed, self.version, self.cache_variant)
         arrays, path, hit = cache.load_or_build(
             key,
             lambda: self._to_arrays(self._generate(level, n, seed, workers)),
