@@ -85,7 +85,7 @@ class TrainConfig:
     init_state: str = "embedding"
     attn_window: str | int = "task"
     # data
-    train_level: int | str | None = None
+    train_level: str | None = None
     n_train: int = 40_000
     n_val: int = 1_000
     data_seed: int = 0
@@ -135,8 +135,10 @@ class TrainConfig:
         if self.attn_window not in ("task", "full"):
             if isinstance(self.attn_window, bool) or not isinstance(self.attn_window, int) or self.attn_window < 1 or self.attn_window % 2 == 0:
                 raise ValueError(f"attn_window={self.attn_window!r} must be 'task', 'full' or an odd positive int")
-        if self.train_level is not None and not isinstance(self.train_level, (int, str)):
-            raise ValueError(f"train_level={self.train_level!r} must be a ladder level (int or str) or None")
+        if self.train_level is not None:
+            if isinstance(self.train_level, bool) or not isinstance(self.train_level, (int, str)):
+                raise ValueError(f"train_level={self.train_level!r} must be a ladder level name or None")
+            object.__setattr__(self, "train_level", str(self.train_level))  # ladder levels are strings
         if self.batch_size > self.n_train:
             raise ValueError(f"batch_size={self.batch_size} exceeds n_train={self.n_train}")
         _check_float("lr", self.lr, low=0.0, low_open=True)
@@ -302,7 +304,7 @@ def train_level_for(cfg: TrainConfig, task: Any) -> Any:
     """cfg.train_level, or the task ladder's training level; checked against the ladder."""
     ladder = task.ladder()
     level = ladder.train if cfg.train_level is None else cfg.train_level
-    if level not in list(ladder.levels):
+    if level not in ladder.levels:
         raise ValueError(f"train_level={level!r} is not a level of task {cfg.task!r}; allowed: {list(ladder.levels)}")
     return level
 

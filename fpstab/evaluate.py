@@ -336,11 +336,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="eval JSON path (default: RUN/eval.json)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `fpstab eval`."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads={args.threads} must be >= 1")
+        torch.set_num_threads(args.threads)
     evaluate_run(args.run, levels=args.levels, iters=args.iters, samples=args.samples,
                  batch_size=args.batch_size, device=device, halt_tol=args.halt_tol,
                  solver=None if args.solver == "none" else args.solver, solver_max_iter=args.solver_max_iter,

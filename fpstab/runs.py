@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -168,8 +169,11 @@ class MetricsLog:
         self.path.touch(exist_ok=True)
 
     def append(self, record: Mapping[str, Any]) -> None:
+        """Append one record; non-finite floats are written as the strings "nan", "inf", "-inf"
+        (strict JSON has no NaN)."""
+        clean = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a") as f:
-            f.write(json.dumps(record, allow_nan=True) + "\n")
+            f.write(json.dumps(clean) + "\n")
             f.flush()
 
     def size(self) -> int:

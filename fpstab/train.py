@@ -215,6 +215,43 @@ def compute_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig,
     return LossOutput(task.loss(logits, y), logits, info)
 
 
+@dataclass
+class StepStats:
+    """One optimizer step: the loss output, loss / grad-norm / batch exact-match
+    as floats, and whether the parameters were updated (False when the loss or
+    the gradient norm is non-finite: the step is skipped, parameters untouched)."""
+
+    out: LossOutput
+    loss: float
+    grad_norm: float
+    acc: float
+    stepped: bool
+
+
+def train_step(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, optimizer: torch.optim.Optimizer,
+               x: Tensor, y: Tensor, depths: tuple[int, int], precision: str) -> StepStats:
+    """Forward (autocast per `precision`), backward, clip, and AdamW step if finite.
+
+    x: (B, n_tokens, in_dim); y: (B, n_tokens). One host sync per step (the
+    finiteness check reads loss, grad norm and accuracy together).
+    """
+    with autocast(x.device.type, precision):
+        out = compute_loss(core, step_fn, task, cfg, x, y, depths)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if cfg.grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    acc = task.correct(out.logits.detach().float(), y).float().mean()
+    loss_v, gn_v, acc_v = torch.stack([out.loss.detach().float(), grad_norm.float(), acc]).tolist()
+    finite = math.isfinite(loss_v) and math.isfinite(gn_v)
+    if finite:
+        optimizer.step()
+    return StepStats(out, loss_v, gn_v, acc_v, finite)
+
+
 @torch.no_grad()
 def evaluate_at(core: nn.Module, step_fn: StepFn, task: Any, inputs: Tensor, targets: Tensor,
                 iters: int, batch_size: int, device: torch.device, precision: str) -> dict[str, float]:
@@ -388,6 +425,12 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
     optimizer = make_optimizer(core, cfg)
     sampler = torch.Generator().manual_seed(cfg.seed + 7919)
     step_fn: StepFn = torch.compile(core.step) if runtime.compile else core.step
+    # One-pass baselines (fixed_depth, single_attn) are trained and validated at one application.
+    looped = bool(getattr(core, "looped", True))
+    if not looped and cfg.grad_mode != "progressive":
+        raise ValueError(f"grad_mode={cfg.grad_mode!r} needs a looped core; arch={cfg.arch!r} is one pass "
+                         "(use grad_mode='progressive', which trains it at one application)")
+    val_iters = cfg.train_iters if looped else 1
 
     out.mkdir(parents=True, exist_ok=True)
     metrics = MetricsLog(out / METRICS_FILE)
@@ -421,7 +464,10 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
     spe, total = cfg.steps_per_epoch, cfg.total_steps
     t0 = time.perf_counter()
     last_print = t0
-    window: dict[str, float] = {"loss": 0.0, "acc": 0.0, "grad_norm": 0.0, "steps": 0, "t": t0}
+    # metric sums since the last record; "timed" counts the steps this process timed
+    window: dict[str, float] = {"loss": 0.0, "acc": 0.0, "grad_norm": 0.0, "steps": 0, "timed": 0, "t": t0}
+    if ckpt is not None:
+        window.update(ckpt.get("log_window", {}))
     sec_per_step: float | None = None
 
     def elapsed() -> float:
@@ -447,34 +493,29 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
             "elapsed_s": elapsed(),
             "val": best_val,
             "metrics_bytes": metrics.size(),
+            # partial sums of the current metrics window, so a resumed run logs the same averages
+            "log_window": {k: float(window[k]) for k in ("loss", "acc", "grad_norm", "steps")},
             "fpstab_version": __version__,
         })
 
     write_status(out, "running", step=step, total_steps=total)
     stop = _StopFlag()
+    order, order_epoch = torch.empty(0, dtype=torch.long), -1
     core.train()
     with stop.installed():
         while step < total:
             epoch, i = divmod(step, spe)
-            order = epoch_order(cfg.seed, epoch, cfg.n_train).to(device)
+            if order_epoch != epoch:
+                order, order_epoch = epoch_order(cfg.seed, epoch, cfg.n_train).to(device), epoch
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             x, y = x_all[idx], y_all[idx]
             lr = lr_at(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            depths = progressive_depths(cfg.train_iters, sampler)
-            with autocast(device.type, precision):
-                out_ = compute_loss(core, step_fn, task, cfg, x, y, depths)
-            optimizer.zero_grad(set_to_none=True)
-            out_.loss.backward()
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            if cfg.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            else:
-                grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-            acc = task.correct(out_.logits.detach().float(), y).float().mean()
-            loss_v, gn_v, acc_v = torch.stack([out_.loss.detach().float(), grad_norm.float(), acc]).tolist()
-            if not (math.isfinite(loss_v) and math.isfinite(gn_v)):
+            depths = progressive_depths(cfg.train_iters, sampler) if looped else (0, 1)
+            stats = train_step(core, step_fn, task, cfg, optimizer, x, y, depths, precision)
+            out_, loss_v, gn_v, acc_v = stats.out, stats.loss, stats.grad_norm, stats.acc
+            if not stats.stepped:
                 what = "loss" if not math.isfinite(loss_v) else "gradient norm"
                 record = {"kind": "diverged", "step": step, "epoch": epoch, "loss": loss_v,
                           "grad_norm": gn_v, "lr": lr, "reason": f"non-finite {what}"}
@@ -484,22 +525,22 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
                 say(f"[train] DIVERGED at step {step} (epoch {epoch}): {what} = {loss_v if what == 'loss' else gn_v}; "
                     f"run stopped, last finite checkpoint kept in {ckpt_path if ckpt_path.is_file() else '(none)'}")
                 return TrainResult("diverged", out, epoch, step, elapsed(), best_val)
-            optimizer.step()
             step += 1
 
             window["loss"] += loss_v
             window["acc"] += acc_v
             window["grad_norm"] += gn_v
             window["steps"] += 1
+            window["timed"] += 1
             now = time.perf_counter()
             if window["steps"] >= runtime.log_every or step % spe == 0:
                 dt = now - window["t"]
-                per = dt / window["steps"]
+                per = dt / window["timed"]
                 sec_per_step = per if sec_per_step is None else 0.7 * sec_per_step + 0.3 * per
                 rec = {"kind": "train", "step": step, "epoch": epoch, "lr": lr,
                        "loss": window["loss"] / window["steps"], "acc": window["acc"] / window["steps"],
                        "grad_norm": window["grad_norm"] / window["steps"],
-                       "samples_per_s": window["steps"] * cfg.batch_size / max(dt, 1e-9),
+                       "samples_per_s": window["timed"] * cfg.batch_size / max(dt, 1e-9),
                        "elapsed_s": elapsed(), **out_.info}
                 metrics.append(rec)
                 if now - last_print >= runtime.print_every_s or step % spe == 0 or step == total:
@@ -508,18 +549,18 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
                         f"acc {rec['acc']:.3f} lr {lr:.2e} | {rec['samples_per_s']:.0f} samples/s | "
                         f"{_format_s(elapsed())} elapsed, ~{_format_s(left)} left")
                     last_print = now
-                window = {"loss": 0.0, "acc": 0.0, "grad_norm": 0.0, "steps": 0, "t": now}
+                window = {"loss": 0.0, "acc": 0.0, "grad_norm": 0.0, "steps": 0, "timed": 0, "t": now}
 
             if step % spe == 0:
                 done_epoch = step // spe
                 rec = {"kind": "epoch", "epoch": done_epoch, "step": step, "elapsed_s": elapsed()}
                 if val_set is not None and cfg.val_every and (done_epoch % cfg.val_every == 0 or step == total):
-                    val = evaluate_at(core, step_fn, task, val_set.inputs, val_set.targets, cfg.train_iters,
+                    val = evaluate_at(core, step_fn, task, val_set.inputs, val_set.targets, val_iters,
                                       cfg.batch_size, device, precision)
                     best_val = {"epoch": done_epoch, **val}
                     rec.update({f"val_{k}": v for k, v in val.items()})
                     say(f"[train] epoch {done_epoch}/{cfg.epochs} val exact_match {val['exact_match']:.4f} "
-                        f"token_acc {val['token_acc']:.4f} loss {val['loss']:.4f} (at {cfg.train_iters} iterations)")
+                        f"token_acc {val['token_acc']:.4f} loss {val['loss']:.4f} (at {val_iters} iterations)")
                 metrics.append(rec)
                 checkpoint(epoch_done=True)
             elif cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
@@ -584,6 +625,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=int, default=10, help="steps per metrics.jsonl train record")
     parser.add_argument("--print-every", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
     parser.add_argument("--data-cache", default=None, help="cache folder for generated task data")
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="testing: stop abruptly after N steps, saving nothing (as a kill would)")
@@ -597,8 +640,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kw.update(type=float, nargs=2)
         elif f.name == "lr_milestones":
             kw.update(type=int, nargs="*")
-        elif f.name in ("train_level", "attn_window"):
+        elif f.name == "attn_window":
             kw.update(type=_level_or_int)
+        elif f.name == "train_level":
+            kw.update(type=str)
         elif f.name == "grad_mode":
             kw.update(choices=GRAD_MODES)
         elif f.name == "solver":
@@ -649,6 +694,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out or Path("runs") / f"{cfg.task}-{cfg.arch}-{cfg.norm}-s{cfg.seed}"
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads={args.threads} must be >= 1")
+        torch.set_num_threads(args.threads)
     runtime = Runtime(device=device, compile=args.compile, log_every=args.log_every,
                       print_every_s=args.print_every, quiet=args.quiet, data_cache=args.data_cache,
                       stop_after_steps=args.stop_after_steps)

@@ -88,7 +88,7 @@ def test_cli_flags_map_to_config(tmp_path: Path) -> None:
                                  "--betas", "0.9", "0.95", "--train-level", "32", "--attn-window", "full",
                                  "--grad-mode", "phantom", "--out", str(tmp_path / "r")))
     assert cfg.lr == 2e-3 and cfg.lr_milestones == (3, 5) and cfg.betas == (0.9, 0.95)
-    assert cfg.train_level == 32 and cfg.attn_window == "full" and cfg.grad_mode == "phantom"
+    assert cfg.train_level == "32" and cfg.attn_window == "full" and cfg.grad_mode == "phantom"
     assert cfg.d_model == PRESETS["tiny"]["d_model"]
 
 

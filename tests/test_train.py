@@ -1,0 +1,191 @@
+"""`fpstab train` end to end on tiny prefix-sum runs: learning, resume after a
+kill, refused configs, corrupt checkpoints, divergence, gradient modes."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from fpstab.cli import main as cli_main
+from fpstab.config import TrainConfig, core_config_for, resolve_config
+from fpstab.runs import CheckpointError, last_checkpoint_path, load_run, read_metrics, read_status
+from fpstab.train import RunKilled, Runtime, make_optimizer, train, train_step
+
+QUIET = Runtime(quiet=True)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    """These models are tiny: one thread is faster than two (and far faster on a
+    busy machine, where OpenMP workers wait on each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cfg(**changes: object) -> TrainConfig:
+    """A seconds-sized prefix-sum config: 4 steps/epoch, 2 epochs."""
+    base = dict(task="prefix_sum", arch="standard_recall", norm="outer", d_model=16, n_heads=2,
+                n_train=32, n_val=8, batch_size=8, epochs=2, lr=3e-3, warmup_epochs=0.5,
+                lr_milestones=[1], train_iters=4, train_level="16")
+    return resolve_config(None, {**base, **changes})
+
+
+def final_params(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(last_checkpoint_path(run), weights_only=True)["model"]
+
+
+def test_training_steps_decrease_loss() -> None:
+    """Forty steps on one fixed batch (full 4-step unroll) bring its loss from
+    above chance (ln 2 per token) to clearly below it."""
+    from architectures import build_core
+    from tasks import get_task
+
+    cfg = tiny_cfg(d_model=32, warmup_epochs=0.0)
+    task = get_task("prefix_sum")
+    torch.manual_seed(0)
+    core = build_core(core_config_for(cfg, task))
+    opt = make_optimizer(core, cfg)
+    batch = task.make("16", 16, seed=0)
+    losses = [train_step(core, core.step, task, cfg, opt, batch.inputs, batch.targets, (0, 4), "fp32").loss
+              for _ in range(40)]
+    chance = math.log(2)
+    assert losses[0] > chance and sum(losses[-5:]) / 5 < 0.95 * chance, losses
+
+
+def test_run_directory_layout(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = train(tiny_cfg(), run, QUIET)
+    assert result.state == "completed" and result.step == 8
+    config = json.loads((run / "config.json").read_text())
+    assert config["schema"] == "fpstab.run_config" and config["seed"] == 0
+    assert TrainConfig.from_dict(config["train"]) == tiny_cfg()
+    assert config["core"]["arch"] == "standard_recall" and config["core"]["attn_window"] == 5
+    assert config["runtime"]["precision"] == "fp32"
+    kinds = [r["kind"] for r in read_metrics(run)]
+    assert kinds.count("epoch") == 2 and kinds[-1] == "done" and "train" in kinds
+    assert read_status(run)["state"] == "completed"
+    ckpt = torch.load(last_checkpoint_path(run), weights_only=True)  # plain tensors and scalars only
+    assert ckpt["step"] == 8 and ckpt["config"]["lr"] == 3e-3
+    core, core_cfg, cfg, task = load_run(run)
+    assert task == "prefix_sum" and cfg == tiny_cfg() and core_cfg.d_model == 16
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in core.state_dict().items())
+    with pytest.raises(ValueError, match="already holds a run; pass --resume"):
+        train(tiny_cfg(), run, QUIET)
+
+
+@pytest.mark.parametrize("kill_at, ckpt_every", [(5, 0), (7, 3)])
+def test_resume_after_kill_matches_uninterrupted(tmp_path: Path, kill_at: int, ckpt_every: int) -> None:
+    """Kill (no save) after `kill_at` steps, resume from the last checkpoint
+    (end of epoch 1, or mid-epoch at step 6): parameters, optimizer state and
+    logged losses equal the uninterrupted run's exactly."""
+    cfg = tiny_cfg(checkpoint_every=ckpt_every)
+    train(cfg, tmp_path / "full", QUIET)
+    with pytest.raises(RunKilled):
+        train(cfg, tmp_path / "killed", Runtime(quiet=True, stop_after_steps=kill_at))
+    assert read_status(tmp_path / "killed")["state"] == "running"  # as a kill leaves it
+    resumed = train(cfg, tmp_path / "killed", QUIET, resume=True)
+    assert resumed.state == "completed" and resumed.step == 8
+    full, again = final_params(tmp_path / "full"), final_params(tmp_path / "killed")
+    assert full.keys() == again.keys()
+    for k in full:
+        assert torch.equal(full[k], again[k]), k
+    opt_a = torch.load(last_checkpoint_path(tmp_path / "full"), weights_only=True)["optimizer"]["state"]
+    opt_b = torch.load(last_checkpoint_path(tmp_path / "killed"), weights_only=True)["optimizer"]["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
+
+    def losses(run: Path) -> list[tuple[int, float, float]]:
+        return [(r["step"], r["loss"], r.get("n", -1)) for r in read_metrics(run) if r["kind"] == "train"]
+
+    assert losses(tmp_path / "full") == losses(tmp_path / "killed")  # records after the checkpoint were dropped
+    assert [r["kind"] for r in read_metrics(tmp_path / "killed")].count("resume") == 1
+
+
+def test_resume_refuses_other_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(RunKilled):
+        train(tiny_cfg(), run, Runtime(quiet=True, stop_after_steps=4))
+    with pytest.raises(CheckpointError, match=r"different config \(lr: 0.003 there vs 0.001 now\)"):
+        train(tiny_cfg(lr=1e-3), run, QUIET, resume=True)
+    # a checkpoint copied in from another run (other seed) is refused too
+    other = tmp_path / "other"
+    with pytest.raises(RunKilled):
+        train(tiny_cfg(seed=1), other, Runtime(quiet=True, stop_after_steps=4))
+    shutil.copy(last_checkpoint_path(other), last_checkpoint_path(run))
+    with pytest.raises(CheckpointError, match=r"checkpoint was made with a different config \(seed: 1 there vs 0 now\)"):
+        train(tiny_cfg(), run, QUIET, resume=True)
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(RunKilled):
+        train(tiny_cfg(), run, Runtime(quiet=True, stop_after_steps=4))
+    path = last_checkpoint_path(run)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"last.pt is corrupt or not a torch checkpoint"):
+        train(tiny_cfg(), run, QUIET, resume=True)
+    assert cli_main(["eval", str(run), "--iters", "2", "--samples", "2"]) == 2  # one-line error, no traceback
+
+
+def test_divergence_stops_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    result = train(tiny_cfg(lr=1e30, warmup_epochs=0.0, grad_clip=0.0), run, Runtime())
+    assert result.state == "diverged" and result.step < 8
+    status = read_status(run)
+    assert status["state"] == "diverged" and "non-finite" in status["reason"]
+    last = read_metrics(run)[-1]
+    assert last["kind"] == "diverged" and last["step"] == result.step
+    assert "DIVERGED" in capsys.readouterr().out
+    code = cli_main(["train", "--out", str(tmp_path / "cli"), "--quiet", "--task", "prefix_sum",
+                     "--train-level", "16", "--d-model", "16", "--n-heads", "2", "--n-train", "16",
+                     "--batch-size", "8", "--epochs", "2", "--train-iters", "2", "--lr", "1e30",
+                     "--warmup-epochs", "0", "--grad-clip", "0", "--n-val", "0"])
+    assert code == 3
+
+
+@pytest.mark.parametrize("mode", ["implicit", "phantom"])
+def test_fixed_point_gradient_modes_train(tmp_path: Path, mode: str) -> None:
+    cfg = tiny_cfg(grad_mode=mode, epochs=1, solve_max_iter=6, phantom_steps=2, phantom_damping=0.5)
+    result = train(cfg, tmp_path / mode, QUIET)
+    assert result.state == "completed"
+    rec = [r for r in read_metrics(tmp_path / mode) if r["kind"] == "train"][-1]
+    assert rec["nfe"] >= 1 and rec["grad_norm"] > 0
+
+
+def test_bf16_autocast_and_alpha_on_cpu(tmp_path: Path) -> None:
+    result = train(tiny_cfg(precision="bf16", alpha=0.5, epochs=1), tmp_path / "bf16", QUIET)
+    assert result.state == "completed"
+    rec = [r for r in read_metrics(tmp_path / "bf16") if r["kind"] == "train"][-1]
+    assert rec["loss"] == rec["loss"] and rec["grad_norm"] > 0
+
+
+def test_one_pass_baseline_trains_at_one_application(tmp_path: Path) -> None:
+    cfg = tiny_cfg(arch="fixed_depth", depth=2, epochs=1)
+    assert train(cfg, tmp_path / "fixed", QUIET).state == "completed"
+    assert all(r.get("k") == 1.0 and r.get("n") == 0.0 for r in read_metrics(tmp_path / "fixed") if r["kind"] == "train")
+    with pytest.raises(ValueError, match="needs a looped core"):
+        train(cfg.replace(grad_mode="implicit"), tmp_path / "fixed2", QUIET)
+
+
+def test_cli_train_and_resume(tmp_path: Path) -> None:
+    run = tmp_path / "cli"
+    flags = ["train", "--out", str(run), "--quiet", "--task", "prefix_sum", "--arch", "internal_recall",
+             "--train-level", "16", "--d-model", "16", "--n-heads", "2", "--n-train", "16", "--n-val", "4",
+             "--batch-size", "8", "--epochs", "2", "--train-iters", "2"]
+    assert cli_main(flags + ["--stop-after-steps", "3"]) == 137
+    assert cli_main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
+    assert read_status(run)["state"] == "completed"
+    assert cli_main(["train", "--out", str(run), "--resume", "--quiet", "--seed", "4"]) == 2
+
+
+@pytest.mark.slow
+def test_compiled_step_trains(tmp_path: Path) -> None:
+    """torch.compile of the loop step (slow on CPU: compiles C++)."""
+    result = train(tiny_cfg(epochs=1), tmp_path / "compiled", Runtime(quiet=True, compile=True))
+    assert result.state == "completed"
