@@ -1,0 +1,139 @@
+"""Sudoku: reference solver, generated levels, validator, sudoku-extreme CSV loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tasks import sudoku
+from tasks.sudoku_solver import is_valid_solution, singles_solve, solve
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tasks" / "sudoku_extreme_small.csv"
+# "AI Escargot" (A. Inkala): needs guessing; unique solution.
+ESCARGOT = "1....7.9..3..2...8..96..5....53..9...1..8...26....4...3......1..4......7..7...3.."
+
+
+def grid(text: str) -> list[int]:
+    return [0 if ch in ".0" else int(ch) for ch in text]
+
+
+def test_solver_rates_a_hard_puzzle_and_counts_solutions():
+    r = solve(grid(ESCARGOT))
+    assert r.n_solutions == 1 and not r.singles_only and r.backtracks > 0 and r.guesses > 0
+    assert is_valid_solution(r.solutions[0])
+    assert all(c in (0, s) for c, s in zip(grid(ESCARGOT), r.solutions[0]))
+    two = list(r.solutions[0])
+    for i in range(81):  # blank every cell: many solutions
+        two[i] = 0
+    assert solve(two, limit=2).n_solutions == 2
+    clash = grid(ESCARGOT)
+    clash[1] = 1  # two 1s in row 1
+    assert solve(clash).n_solutions == 0
+    with pytest.raises(ValueError, match="81 cells"):
+        solve([0] * 80)
+
+
+@pytest.mark.parametrize("level", ["easy", "medium", "hard"])
+def test_generated_levels_meet_their_definitions(level):
+    spec = sudoku.LEVELS[level]
+    data = sudoku.generate(3, level, seed=11, workers=1)
+    assert data.puzzles.shape == data.solutions.shape == (3, 81)
+    sudoku.validate(data.puzzles, data.solutions)  # valid, clues agree, unique by the solver
+    for p, s, clues, bt in zip(data.puzzles.tolist(), data.solutions.tolist(), data.clues, data.backtracks):
+        r = solve(p)
+        assert r.n_solutions == 1 and list(r.solutions[0]) == s
+        assert r.singles_only == spec.singles_only == singles_solve(p)
+        assert spec.clues[0] <= clues == 81 - p.count(0) <= spec.clues[1]
+        assert spec.backtracks[0] <= r.backtracks == bt <= spec.backtracks[1]
+    if level in ("hard",):  # minimal: removing any clue loses uniqueness
+        p = data.puzzles[0].tolist()
+        for i in (i for i in range(81) if p[i]):
+            q = p.copy()
+            q[i] = 0
+            assert solve(q).n_solutions == 2
+
+
+@pytest.mark.slow
+def test_extreme_level():
+    data = sudoku.generate(2, "extreme", seed=0, workers=1)
+    sudoku.validate(data.puzzles, data.solutions)
+    assert (data.backtracks >= 10).all()
+
+
+def test_validate_names_the_problem():
+    data = sudoku.generate(2, "easy", seed=0, workers=1)
+    bad = data.solutions.copy()
+    bad[1, [0, 1]] = bad[1, [1, 0]]  # swap two cells: a row stays fine, columns break
+    with pytest.raises(ValueError, match="sudoku 1: solution is not a valid"):
+        sudoku.validate(data.puzzles, bad)
+    loose = data.puzzles.copy()
+    loose[0] = 0
+    loose[0, :3] = data.solutions[0, :3]
+    with pytest.raises(ValueError, match="sudoku 0: has more than one solution"):
+        sudoku.validate(loose, data.solutions)
+    with pytest.raises(ValueError, match="unknown sudoku level 'tough'; allowed: easy, medium, hard, extreme"):
+        sudoku.generate(1, "tough", seed=0)
+
+
+def test_encoding():
+    data = sudoku.generate(2, "easy", seed=0, workers=1)
+    x, y = sudoku.encode(data.puzzles, data.solutions)
+    assert x.shape == (2, 81, 10) and y.shape == (2, 81)
+    assert torch.equal(x.argmax(-1), torch.as_tensor(data.puzzles, dtype=torch.long))
+    assert torch.equal(y + 1, torch.as_tensor(data.solutions, dtype=torch.long))
+    assert "solution" in sudoku.SudokuTask().show(data, 1)
+
+
+def test_load_csv_fixture():
+    data = sudoku.load_csv(FIXTURE, check_unique=True)
+    assert len(data) == 6 and data.puzzles.shape == (6, 81)
+    assert data.sources[0] == "synthetic_easy" and data.ratings.tolist() == [0, 0, 1, 2, 15, 10]
+    assert data.singles_only.tolist() == [True, True, False, False, False, False]
+    sudoku.validate(data.puzzles, data.solutions)
+    hard = sudoku.load_csv(FIXTURE, min_rating=1, max_rating=10, limit=2)
+    assert hard.ratings.tolist() == [1, 2]
+
+
+def _break(tmp_path: Path, line: int, column: int, value: str) -> Path:
+    lines = FIXTURE.read_text().splitlines()
+    fields = lines[line - 1].split(",")
+    fields[column] = value
+    lines[line - 1] = ",".join(fields)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    return bad
+
+
+@pytest.mark.parametrize("line, column, value, message", [
+    (3, 1, "123", "question has 3 characters; expected 81"),
+    (4, 1, "x" * 81, "question holds 'x'"),
+    (5, 2, "0" * 81, "answer holds '0'; allowed: digits 1-9"),
+    (6, 2, "123456789" * 9, "solution is not a valid complete sudoku"),
+    (7, 3, "hard", "rating 'hard' is not a number"),
+])
+def test_load_csv_bad_rows_name_file_and_line(tmp_path, line, column, value, message):
+    bad = _break(tmp_path, line, column, value)
+    with pytest.raises(ValueError, match=rf"bad\.csv:{line}: {message}"):
+        sudoku.load_csv(bad)
+
+
+def test_load_csv_answer_must_match_clues(tmp_path):
+    lines = FIXTURE.read_text().splitlines()
+    source, question, answer, rating = lines[2].split(",")
+    i = next(k for k, ch in enumerate(question) if ch not in ".0")
+    other = "1" if question[i] != "1" else "2"
+    lines[2] = ",".join([source, question[:i] + other + question[i + 1:], answer, rating])
+    bad = tmp_path / "clash.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"clash\.csv:3: clue at row \d, column \d is \d but the solution has \d"):
+        sudoku.load_csv(bad)
+
+
+def test_load_csv_bad_header(tmp_path):
+    bad = tmp_path / "header.csv"
+    bad.write_text("source,puzzle,solution,rating\n")
+    with pytest.raises(ValueError, match=r"header\.csv:1: header lacks \['question', 'answer'\]"):
+        sudoku.load_csv(bad)
