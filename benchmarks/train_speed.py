@@ -86,7 +86,7 @@ def plain_step_fn(model: PlainLooped, iters: int, compiled: bool, clip: float) -
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-        float(loss)  # one host sync per step, as fpstab's step has
+        float(loss.detach())  # one host sync per step, as fpstab's step has
 
     return step
 

@@ -450,6 +450,7 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
         metrics.append({"kind": "resume", "step": step, "epoch": step // cfg.steps_per_epoch})
         say(f"[train] resumed {out} at step {step} (epoch {step // cfg.steps_per_epoch})")
     else:
+        metrics.truncate(0)  # a resumed run killed before its first checkpoint starts over
         atomic_write_json(out / CONFIG_FILE, _run_config_record(cfg, core_cfg, level, runtime, precision))
 
     say(f"[train] {cfg.task} level {level} | {cfg.arch}+{cfg.norm} d{cfg.d_model} h{cfg.n_heads} | "
