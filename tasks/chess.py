@@ -8,7 +8,8 @@ Candidate positions are random sparse boards built so that mates are
 common: the defending king stands on an edge square (90 %, mostly its back
 rank), often behind a pawn shield; the attacker has 2-3 pieces from
 {Q, R, R, B, B, N, N} and 0-4 pawns; the defender 0-3 pieces and 0-5
-pawns; no castling rights, no en passant. About 2-5 % of candidates pass.
+pawns; no castling rights, no en passant. About 3 % of candidates pass
+(mate1 and mate2; 2.5 % for mate3).
 Optionally (prefilter="stockfish") Stockfish at depth 2N+2 discards
 candidates it does not score as mate in exactly N before the exact search;
 the label still comes from the exact search, but the set changes (Stockfish

@@ -48,7 +48,7 @@ def map_ordered(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     workers = min(workers, len(indices))
-    if workers <= 1:
+    if workers <= 1 or mp.current_process().daemon:  # a pool worker may not start its own pool
         return [fn(i) for i in indices]
     # fork keeps start-up cheap (no re-import of torch); the work is pure Python.
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"

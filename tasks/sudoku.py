@@ -11,9 +11,9 @@ uniqueness, see `tasks.sudoku_solver`):
 | level   | techniques needed    | backtracks | clues                          |
 |---------|----------------------|------------|--------------------------------|
 | easy    | singles suffice      | 0          | 36-45 (target drawn uniformly) |
-| medium  | singles suffice      | 0          | <= 35 (singles-minimal, ~24-32)|
+| medium  | singles suffice      | 0          | <= 35 (singles-minimal, ~21-28)|
 | hard    | guessing needed      | 1-9        | minimal puzzle (~21-28)        |
-| extreme | guessing needed      | >= 10      | minimal puzzle (~21-27)        |
+| extreme | guessing needed      | >= 10      | minimal puzzle (~22-26)        |
 
 How each is made: a random complete grid, then clues removed in random
 order. easy and medium remove a clue only while singles still solve the
@@ -21,7 +21,7 @@ puzzle (which implies uniqueness); easy stops at its target clue count,
 medium when no clue can go. hard and extreme remove a clue only while the
 solution stays unique, until no clue can go (a minimal puzzle), and keep
 the puzzle if its rating falls in the band; otherwise they start over with
-a new grid. About 55 % of minimal puzzles are hard and 6 % extreme.
+a new grid. About 55 % of minimal puzzles are hard and 4.5 % extreme.
 
 Encoding: 81 tokens, one-hot over 10 channels (channel 0 = blank, k =
 digit k), in_dim 10; targets are the solution's digit - 1 (classes 0..8),
