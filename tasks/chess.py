@@ -42,7 +42,8 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import chess
 import numpy as np
@@ -90,6 +91,16 @@ class ChessSet:
 # --- candidate positions -------------------------------------------------------
 
 
+def _place(board: chess.Board, empty: list[int], piece_type: int, color: bool) -> None:
+    """Put a piece on the first square of `empty` it may stand on (pawns not on ranks 1 and 8)."""
+    for k, square in enumerate(empty):
+        if piece_type == chess.PAWN and chess.square_rank(square) in (0, 7):
+            continue
+        board.set_piece_at(square, chess.Piece(piece_type, color))
+        del empty[k]
+        return
+
+
 def random_position(rng: random.Random) -> chess.Board:
     """A random legal position, not over, built so that forced mates are common (see module doc)."""
     while True:
@@ -114,24 +125,15 @@ def random_position(rng: random.Random) -> chess.Board:
                         board.set_piece_at(chess.square(f, r), chess.Piece(chess.PAWN, defender))
         empty = [s for s in chess.SQUARES if not board.piece_at(s)]
         rng.shuffle(empty)
-
-        def place(piece_type: int, color: bool) -> None:
-            for k, s in enumerate(empty):
-                if piece_type == chess.PAWN and chess.square_rank(s) in (0, 7):
-                    continue
-                board.set_piece_at(s, chess.Piece(piece_type, color))
-                del empty[k]
-                return
-
-        place(chess.KING, attacker)
+        _place(board, empty, chess.KING, attacker)
         for pt in rng.sample(_PIECES, rng.randint(2, 3)):
-            place(pt, attacker)
+            _place(board, empty, pt, attacker)
         for _ in range(rng.randint(0, 4)):
-            place(chess.PAWN, attacker)
+            _place(board, empty, chess.PAWN, attacker)
         for pt in rng.sample(_PIECES, rng.randint(0, 3)):
-            place(pt, defender)
+            _place(board, empty, pt, defender)
         for _ in range(rng.randint(0, 5)):
-            place(chess.PAWN, defender)
+            _place(board, empty, chess.PAWN, defender)
         board.turn = attacker
         if board.is_valid() and not board.is_game_over():
             return board
@@ -493,7 +495,7 @@ class ChessTask(Task[ChessSet]):
         _check_prefilter(prefilter)
         self.prefilter = prefilter
 
-    @property
+    @functools.cached_property
     def cache_variant(self) -> str:
         if self.prefilter == "stockfish":
             return "sf" + stockfish_version().split()[-1]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import zlib
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -38,7 +38,8 @@ import functools
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -50,7 +51,6 @@ from tasks.sudoku_solver import (
     ALL,
     DIGIT_OF_BIT,
     POPCOUNT,
-    UNITS,
     _propagate,
     has_solution_other_than,
     is_valid_solution,
@@ -63,16 +63,21 @@ GENERATOR_VERSION = 1
 
 @dataclass(frozen=True)
 class SudokuLevel:
-    """A ladder level: which technique it needs and its clue and backtrack ranges (inclusive)."""
+    """A ladder level: which technique it needs and its clue and backtrack ranges (inclusive).
+
+    dig_to_target: stop removing clues at a clue count drawn from `clues`
+    (else remove until no clue can go).
+    """
 
     name: str
     singles_only: bool
     clues: tuple[int, int]
     backtracks: tuple[int, int]
+    dig_to_target: bool = False
 
 
 LEVELS: dict[str, SudokuLevel] = {
-    "easy": SudokuLevel("easy", True, (36, 45), (0, 0)),
+    "easy": SudokuLevel("easy", True, (36, 45), (0, 0), dig_to_target=True),
     "medium": SudokuLevel("medium", True, (17, 35), (0, 0)),
     "hard": SudokuLevel("hard", False, (17, 81), (1, 9)),
     "extreme": SudokuLevel("extreme", False, (17, 81), (10, 10**9)),
@@ -140,7 +145,7 @@ def _dig(rng: random.Random, solution: list[int], spec: SudokuLevel) -> list[int
     puzzle = solution[:]
     order = list(range(81))
     rng.shuffle(order)
-    target = rng.randint(*spec.clues) if spec.name == "easy" else 0
+    target = rng.randint(*spec.clues) if spec.dig_to_target else 0
     clues = 81
     for i in order:
         if clues <= target:

@@ -20,7 +20,7 @@ comparable with that column.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 ALL = 0x1FF  # digits 1..9 all possible
 

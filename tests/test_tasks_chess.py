@@ -6,7 +6,6 @@ import random
 from pathlib import Path
 
 import chess
-import numpy as np
 import pytest
 import torch
 
