@@ -119,7 +119,9 @@ def test_generated_puzzles_mate_in_exactly_n_with_a_unique_first_move(mate_in, n
 def test_generated_mate_in_three():
     data = chess_task.generate(1, 3, seed=0, workers=1)
     chess_task.validate(data.fens, data.moves, 3)
-    assert shortest_mate(chess.Board(data.fens[0]), 3) == 3
+    board = chess.Board(data.fens[0])
+    assert shortest_mate(board, 3) == 3
+    assert not ref_mates_within(board, 2) and ref_mating_first_moves(board, 3) == data.moves
 
 
 def test_validate_explains():
