@@ -55,13 +55,15 @@ def vjp_operator(f: Map, h: Tensor) -> Operator:
     return apply
 
 
-def dense_jacobian(f: Map, h: Tensor) -> Tensor:
+def dense_jacobian(f: Map, h: Tensor, chunk_size: int | None = None) -> Tensor:
     """(B, N, N) per-sample Jacobians J_b = df_b/dh_b: the reference path.
 
     Pulls back the N unit vectors through one taped forward pass (vmapped
     VJPs, as torch.func.jacrev does); because samples do not interact, unit
     vector i set in every sample at once gives row i of every J_b. Memory is
-    B * N^2 numbers: use it on small states (tests, benchmarks).
+    B * N^2 numbers: use it on small states (tests, benchmarks). chunk_size
+    bounds how many VJPs run at once (vmap's chunking), and so the memory of
+    the batched backward.
     """
     h = h.detach()
     batch, n = h.shape[0], h[0].numel()
@@ -69,7 +71,7 @@ def dense_jacobian(f: Map, h: Tensor) -> Tensor:
         _, pullback = torch.func.vjp(f, h)
     eye = torch.eye(n, dtype=h.dtype, device=h.device)
     units = eye[:, None, :].expand(n, batch, n).reshape(n, *h.shape)
-    rows = torch.func.vmap(lambda u: pullback(u)[0])(units)  # (N, B, ...)
+    rows = torch.func.vmap(lambda u: pullback(u)[0], chunk_size=chunk_size)(units)  # (N, B, ...)
     return rows.reshape(n, batch, n).transpose(0, 1)
 
 

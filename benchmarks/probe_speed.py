@@ -1,0 +1,130 @@
+"""Matrix-free vs dense probes on a sudoku-sized state: time ratio and agreement.
+
+For a fresh seeded core on 81 tokens (9x9 grid) at the state reached after T
+iterations, computes rho(J_h), sigma_min(I - J_h) and one implicit-function
+solve dh*/de u both ways:
+  matrix-free: Arnoldi / Golub-Kahan / GMRES on JVPs and VJPs (fixedpoint);
+  dense:       the Jacobian by vmapped VJPs (as jacrev), then eigvals,
+               svdvals and a dense solve.
+The dense column's time includes building the Jacobian (shown on its own row).
+
+    python benchmarks/probe_speed.py                      # d_model 64 and 256
+    python benchmarks/probe_speed.py --d-models 64 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Callable
+
+import torch
+
+from architectures import CoreConfig, build_core
+from fixedpoint import dense_jacobian, implicit_input_jacobian, singular_values, spectral_radius
+from fixedpoint.solve import iterate
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float]:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+def bench(d_model: int, args: argparse.Namespace) -> list[dict]:
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    torch.manual_seed(args.seed)
+    cfg = CoreConfig(arch=args.arch, norm=args.norm, d_model=d_model, n_heads=args.heads, in_dim=10, out_dim=9, grid=(9, 9))
+    core = build_core(cfg).to(device=device, dtype=dtype).eval()
+    gen = torch.Generator().manual_seed(args.seed)
+    digits = torch.randint(0, 10, (1, 81), generator=gen)
+    x = torch.nn.functional.one_hot(digits, 10).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        e = core.encode(x)
+        h = iterate(lambda s: core.step(s, e), core.init_state(e), args.iters)[0]
+    f = lambda s: core.step(s, e)  # noqa: E731
+    n = h[0].numel()
+    u = torch.randn(e.shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    u = u / u.norm()
+
+    rho_mf, t_rho = timed(lambda: spectral_radius(f, h, steps=args.krylov), device)
+    (smin_mf, _), t_sv = timed(lambda: singular_values(f, h, steps=args.gk_steps), device)
+    w_mf, t_ift = timed(lambda: implicit_input_jacobian(core.step, h, e, u), device)
+    rows = [
+        dict(d_model=d_model, N=n, quantity="rho(J_h)", matrix_free=rho_mf.item(), mf_s=t_rho),
+        dict(d_model=d_model, N=n, quantity="sigma_min(I-J_h)", matrix_free=smin_mf.item(), mf_s=t_sv),
+        dict(d_model=d_model, N=n, quantity="IFT |dh*/de u|", matrix_free=w_mf.norm().item(), mf_s=t_ift),
+    ]
+    if n > args.dense_max_n:
+        for r in rows:
+            r.update(dense=None, dense_s=None, note=f"dense skipped: N={n} > --dense-max-n {args.dense_max_n}")
+        return rows
+    jac, t_jac = timed(lambda: dense_jacobian(f, h, chunk_size=args.chunk)[0], device)
+    eye = torch.eye(n, dtype=dtype, device=device)
+    rho_d, t_eig = timed(lambda: torch.linalg.eigvals(jac).abs().max(), device)
+    smin_d, t_svd = timed(lambda: torch.linalg.svdvals(eye - jac)[-1], device)
+
+    def dense_ift() -> torch.Tensor:
+        je_u = torch.func.jvp(lambda ee: core.step(h, ee), (e,), (u,))[1]
+        return torch.linalg.solve(eye - jac, je_u.reshape(n))
+
+    from fixedpoint.linalg import _forward_ad
+
+    with _forward_ad():
+        w_d, t_solve = timed(dense_ift, device)
+    rows.insert(0, dict(d_model=d_model, N=n, quantity="dense Jacobian (jacrev)", matrix_free=None, mf_s=None, dense=None, dense_s=t_jac))
+    for r, val, t in zip(rows[1:], (rho_d.item(), smin_d.item(), w_d.norm().item()), (t_eig, t_svd, t_solve)):
+        r.update(dense=val, dense_s=t_jac + t)
+    rows[-1]["direction_rel_err"] = ((w_mf.reshape(n) - w_d).norm() / w_d.norm()).item()
+    return rows
+
+
+def fmt(v: object, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--d-models", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--arch", default="internal_recall")
+    p.add_argument("--norm", default="outer")
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--iters", type=int, default=100, help="iterations before probing")
+    p.add_argument("--krylov", type=int, default=40, help="Arnoldi steps per cycle")
+    p.add_argument("--gk-steps", type=int, default=200, help="Golub-Kahan steps for sigma_min")
+    p.add_argument("--chunk", type=int, default=256, help="VJPs per vmap chunk of the dense Jacobian")
+    p.add_argument("--dense-max-n", type=int, default=25_000, help="skip the dense path above this state size")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the rows here")
+    args = p.parse_args()
+    rows = [r for d in args.d_models for r in bench(d, args)]
+    print(f"device {args.device}, {args.dtype}, {args.arch}/{args.norm}, 81 tokens, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}")
+    head = f"{'d':>4} {'N':>6}  {'quantity':<24} {'matrix-free':>12} {'dense':>12} {'rel diff':>9} {'mf s':>8} {'dense s':>8} {'dense/mf':>8}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        diff = rel(r["matrix_free"], r["dense"]) if r.get("dense") is not None and r["matrix_free"] is not None else None
+        ratio = r["dense_s"] / r["mf_s"] if r.get("dense_s") and r.get("mf_s") else None
+        print(f"{r['d_model']:>4} {r['N']:>6}  {r['quantity']:<24} {fmt(r['matrix_free'], '12.6g')} {fmt(r.get('dense'), '12.6g')} "
+              f"{fmt(diff, '9.2e')} {fmt(r['mf_s'], '8.2f')} {fmt(r.get('dense_s'), '8.2f')} {fmt(ratio, '8.1f')}"
+              + (f"  {r['note']}" if r.get("note") else "")
+              + (f"  direction rel. err {r['direction_rel_err']:.1e}" if "direction_rel_err" in r else ""))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(dict(args=vars(args), rows=rows, torch=torch.__version__), fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
