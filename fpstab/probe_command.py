@@ -63,13 +63,14 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"{flags} cannot be combined with --checkpoint: a trained core keeps its own architecture")
 
 
-def build(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """(core, task, description) for the arguments."""
+def build(args: argparse.Namespace) -> tuple[Any, Any, str, dict[str, Any]]:
+    """(core, task, level, description) for the arguments; the level defaults
+    to the one the core was (or would be) trained on."""
     import torch
     from architectures import build_core
     from tasks import get_task
 
-    from fpstab.config import core_config_for, resolve_config
+    from fpstab.config import core_config_for, resolve_config, train_level_for
 
     if args.checkpoint is not None:
         from fpstab.runs import load_run
@@ -89,6 +90,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
         core = build_core(core_cfg).to(args.device).eval()
         source = f"fresh core (preset {train_cfg.preset}, seed {args.seed})"
     task = get_task(task_name)
+    level = args.level or str(train_level_for(train_cfg, task))
     describe = {
         "source": source,
         "task": task_name,
@@ -98,8 +100,9 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
         "residual": core_cfg.residual,
         "d_model": core_cfg.d_model,
         "n_heads": core_cfg.n_heads,
+        "level": level,
     }
-    return core, task, describe
+    return core, task, level, describe
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,17 +113,15 @@ def run(args: argparse.Namespace) -> int:
     from fpstab.runs import atomic_write_json
 
     _check(args)
-    core, task, describe = build(args)
+    core, task, level, describe = build(args)
     if not getattr(core, "looped", True):
         raise ValueError(f"arch {describe['arch']!r} is a one-pass baseline, not a looped map: there is no "
                          "fixed point to probe; choose a looped arch (no_recall, standard_recall, "
                          "internal_recall, fully_looped)")
-    level = args.level or task.ladder().train
     batch = task.make(level, args.samples, seed=args.seed)
     dtype = getattr(torch, args.dtype)
     core = core.to(dtype=dtype)
     x = batch.inputs.to(device=args.device, dtype=dtype)
-    describe["level"] = level
     report = probe(core, x, batch.targets.to(args.device), iters=args.iters, tol=args.tol, solver=args.solver,
                    seed=args.seed, describe=describe)
     record = report.to_dict()

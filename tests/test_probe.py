@@ -105,3 +105,19 @@ def test_cli_probe_unknown_arch_lists_the_allowed_ones(capsys) -> None:
         main(["probe", "--arch", "deep_recall"])
     err = capsys.readouterr().err
     assert "invalid choice" in err and "internal_recall" in err
+
+
+def test_cli_probe_a_trained_checkpoint(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--quiet", "--task", "prefix_sum", "--arch", "standard_recall",
+                 "--train-level", "16", "--d-model", "16", "--n-heads", "2", "--n-train", "16", "--n-val", "4",
+                 "--batch-size", "8", "--epochs", "1", "--train-iters", "2"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "probe.json"
+    assert main(["probe", "--checkpoint", str(run), *FAST, "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["map"]["source"] == str(run) and record["map"]["arch"] == "standard_recall"
+    assert record["map"]["d_model"] == 16 and record["map"]["task"] == "prefix_sum"
+    assert record["map"]["level"] == "16" and record["settings"]["tokens"] == 16  # its training level
+    assert main(["probe", "--checkpoint", str(run), "--task", "sudoku", *FAST]) == 2
+    assert "trained on 'prefix_sum'" in capsys.readouterr().err
