@@ -21,27 +21,16 @@ LEVEL_KEYS = {"level", "grid", "n_samples", "data_seed", "accuracy", "token_accu
               "accuracy_at_train_iters", "halting", "solver", "wall_s"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train(out: Path, **changes: object) -> Path:
     cfg = resolve_config(None, {"task": "prefix_sum", "arch": "standard_recall", "d_model": 16, "n_heads": 2,
                                 "n_train": 16, "n_val": 0, "batch_size": 8, "epochs": 1, "train_iters": 3,
                                 "train_level": "16", "lr": 3e-3, **changes})
-    before = torch.get_num_threads()
     train(cfg, out, Runtime(quiet=True))
-    torch.set_num_threads(before)
     return out
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
     return _train(tmp_path_factory.mktemp("eval") / "run")
 
 

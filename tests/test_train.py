@@ -19,16 +19,6 @@ from fpstab.train import RunKilled, Runtime, make_optimizer, train, train_step
 QUIET = Runtime(quiet=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """These models are tiny: one thread is faster than two (and far faster on a
-    busy machine, where OpenMP workers wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cfg(**changes: object) -> TrainConfig:
     """A seconds-sized prefix-sum config: 4 steps/epoch, 2 epochs."""
     base = dict(task="prefix_sum", arch="standard_recall", norm="outer", d_model=16, n_heads=2,
