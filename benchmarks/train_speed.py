@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default="no_recall")
     p.add_argument("--norm", default="inner")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     from architectures import CoreConfig, build_core
     from tasks import get_task
