@@ -37,15 +37,15 @@ def _draw_level(ax: Any, record: Mapping[str, Any], level: Mapping[str, Any], la
         return
     color = line.get_color()
     ax.plot([level["best_iteration"]], [level["best_accuracy"]], "o", color=color, ms=5,
-            label="best iteration")
+            label="best iteration", clip_on=False)
     if level.get("halting"):
         h = level["halting"]
         ax.plot([h["mean_nfe"]], [h["accuracy"]], "s", color="black", ms=6, mfc="none",
-                label=f"adaptive halting (tol {h['tol']:g})")
+                label=f"adaptive halting (tol {h['tol']:g}): mean nfe", clip_on=False)
     if level.get("solver"):
         s = level["solver"]
         ax.plot([max(s["nfe"], 1)], [s["accuracy"]], "^", color="tab:red", ms=7, mfc="none",
-                label=f"{s['name']} (tol {s['tol']:g})")
+                label=f"{s['name']} (tol {s['tol']:g}): nfe", clip_on=False)
 
 
 def _frame(ax: Any, record: Mapping[str, Any], n_iters: int) -> None:
