@@ -42,6 +42,10 @@ CONFIG_VERSION = 1
 STATES: tuple[str, ...] = ("running", "completed", "diverged", "interrupted")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, not ours, or from another config."""
 
@@ -53,6 +57,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
