@@ -108,22 +108,29 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
-    rows = [r for d in args.d_models for r in bench(d, args)]
     print(f"device {args.device}, {args.dtype}, {args.arch}/{args.norm}, 81 tokens, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")
     head = f"{'d':>4} {'N':>6}  {'quantity':<24} {'matrix-free':>12} {'dense':>12} {'rel diff':>9} {'mf s':>8} {'dense s':>8} {'dense/mf':>8}"
     print(head)
-    print("-" * len(head))
+    print("-" * len(head), flush=True)
+    rows = []
+    for d in args.d_models:  # print each width's rows as soon as they are measured
+        measured = bench(d, args)
+        print_rows(measured)
+        rows += measured
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(dict(args=vars(args), rows=rows, torch=torch.__version__), fh, indent=2)
+
+
+def print_rows(rows: list[dict]) -> None:
     for r in rows:
         diff = rel(r["matrix_free"], r["dense"]) if r.get("dense") is not None and r["matrix_free"] is not None else None
         ratio = r["dense_s"] / r["mf_s"] if r.get("dense_s") and r.get("mf_s") else None
         print(f"{r['d_model']:>4} {r['N']:>6}  {r['quantity']:<24} {fmt(r['matrix_free'], '12.6g')} {fmt(r.get('dense'), '12.6g')} "
               f"{fmt(diff, '9.2e')} {fmt(r['mf_s'], '8.2f')} {fmt(r.get('dense_s'), '8.2f')} {fmt(ratio, '8.1f')}"
               + (f"  {r['note']}" if r.get("note") else "")
-              + (f"  direction rel. err {r['direction_rel_err']:.1e}" if "direction_rel_err" in r else ""))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(dict(args=vars(args), rows=rows, torch=torch.__version__), fh, indent=2)
+              + (f"  direction rel. err {r['direction_rel_err']:.1e}" if "direction_rel_err" in r else ""), flush=True)
 
 
 if __name__ == "__main__":
