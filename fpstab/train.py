@@ -9,8 +9,11 @@ Protocol (REFERENCE 1.4; every knob is a TrainConfig key and a flag):
   loop step (--compile).
 - Loss, grad_mode "progressive" (Bansal et al. 2022, alpha = 1 by default):
   for each batch draw (n, k) with `progressive_depths`, run n iterations
-  without gradients from h0, then k iterations with gradients, and take the
-  task loss on the readout after n + k iterations. With alpha < 1 the loss is
+  without gradients from h0, detach, then k iterations with gradients, and
+  take the task loss on the readout after n + k iterations. When n = 0 the k
+  steps start from h0 undetached, so gradients reach the encoder through the
+  initial state too (as in Bansal et al.'s code; for no_recall it is the only
+  way the input encoder learns). With alpha < 1 the loss is
   (1 - alpha) * loss(m iterations, all with gradients) + alpha * that.
   grad_mode "implicit" / "phantom" solve for the fixed point without
   gradients and backpropagate by the implicit function theorem / through a
@@ -183,9 +186,15 @@ def compute_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig,
     h0 = core.init_state(e)
     if cfg.grad_mode == "progressive":
         n, k = depths
-        with torch.no_grad():
-            h = run_iters(step_fn, h0, e, n)
-        logits = core.readout(run_iters(step_fn, h.detach(), e, k))
+        if n > 0:
+            with torch.no_grad():
+                h = run_iters(step_fn, h0, e, n)
+            h = h.detach()
+        else:
+            # n = 0: start from h0 itself, so the embedding also learns through
+            # h0 (Bansal et al.'s code does the same); the only path for no_recall.
+            h = h0
+        logits = core.readout(run_iters(step_fn, h, e, k))
         loss = task.loss(logits, y)
         info = {"n": float(n), "k": float(k)}
         if cfg.alpha < 1.0:

@@ -49,6 +49,25 @@ def test_training_steps_decrease_loss() -> None:
     assert losses[0] > chance and sum(losses[-5:]) / 5 < 0.95 * chance, losses
 
 
+@pytest.mark.parametrize("depths, embed_learns", [((0, 3), True), ((2, 1), False)])
+def test_progressive_loss_gradient_paths(depths: tuple[int, int], embed_learns: bool) -> None:
+    """n = 0: the k steps start from h0 = e with its graph (the encoder learns
+    through h0); n > 0: the state is detached, and a no_recall encoder, which
+    reaches the loop only through h0, gets no gradient."""
+    from architectures import build_core
+    from fpstab.train import compute_loss
+    from tasks import get_task
+
+    cfg = tiny_cfg(arch="no_recall")
+    task = get_task("prefix_sum")
+    core = build_core(core_config_for(cfg, task))
+    batch = task.make("16", 4, seed=0)
+    compute_loss(core, core.step, task, cfg, batch.inputs, batch.targets, depths).loss.backward()
+    grad = core.embed.weight.grad
+    assert (grad is not None and bool(grad.abs().sum() > 0)) == embed_learns
+    assert core.head[-1].weight.grad.abs().sum() > 0
+
+
 def test_run_directory_layout(tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = train(tiny_cfg(), run, QUIET)
