@@ -209,9 +209,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # A CPU-sized model that learns 32-bit prefix sums in minutes on 2 cores
     # (measured: results/prefix_tiny/README.md). Found by a small search on
-    # standard_recall+outer: d 32 with lr 1e-3..3e-3 often stayed at chance
-    # (ln 2 per token) for 1000+ steps, depending on the seed; d 64 with
-    # lr 5e-4 left the plateau within one epoch for seeds 0 and 1.
+    # standard_recall+outer, seed 0: d 32 with lr 1e-3..3e-3 stayed at chance
+    # (ln 2 per token) for 1000+ steps for some seeds; at d 64, lr 5e-4
+    # learned and then fell back to chance, lr 3e-4 and 2e-4 reached 97.8 %
+    # validation exact match in 5 epochs.
     "tiny": {
         "d_model": 64,
         "n_heads": 4,
@@ -219,7 +220,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 5,
         "n_train": 8_000,
         "n_val": 500,
-        "lr": 5e-4,
+        "lr": 3e-4,
         "warmup_epochs": 0.5,
         "lr_milestones": (4,),
         "train_iters": 30,

@@ -98,7 +98,7 @@ def test_cli_resume_refuses_different_flags(tmp_path: Path) -> None:
     atomic_write_json(run / "config.json", {"train": stored.to_dict()})
     assert config_from_args(_args("--out", str(run), "--resume")) == stored
     assert config_from_args(_args("--out", str(run), "--resume", "--lr", str(stored.lr))) == stored
-    with pytest.raises(ValueError, match=r"different config \(lr: 0.0005 in the run vs 0.01 given, seed"):
+    with pytest.raises(ValueError, match=r"different config \(lr: 0.0003 in the run vs 0.01 given, seed"):
         config_from_args(_args("--out", str(run), "--resume", "--lr", "0.01", "--seed", "5"))
 
 
