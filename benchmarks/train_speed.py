@@ -27,9 +27,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fpstab.config import TrainConfig  # noqa: E402
-from fpstab.train import autocast, make_optimizer, run_iters, train_step  # noqa: E402
+from fpstab.config import TrainConfig
+from fpstab.train import autocast, make_optimizer, train_step
 
 
 # ---- the plain reference ------------------------------------------------------
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for model in a.models.split(","):
         m = build(model)
-        flops = count_flops(lambda: make_step(model, build(model), False)(x, y, "fp32"))
+        flops = count_flops(lambda model=model: make_step(model, build(model), False)(x, y, "fp32"))
         print(f"{model}: {sum(q.numel() for q in m.parameters()):,} params, "
               f"{flops / 1e9:.1f} GFLOP per step (fwd+bwd, counted)")
         for variant in a.variants.split(","):

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # Learning rate of the `paper` preset per task: the middle of the paper's sweep
 # grid (REFERENCE 1.4: {1e-4, 3e-4, 1e-3} for chess and prefix sums,
@@ -167,14 +168,14 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """Build from a dict; unknown keys raise ValueError naming them."""
         unknown = sorted(set(d) - set(FIELDS))
         if unknown:
             raise ValueError(f"unknown TrainConfig keys {unknown}; allowed: {sorted(FIELDS)}")
         return cls(**dict(d))
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A copy with `changes` applied (validated)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 

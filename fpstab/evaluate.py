@@ -23,9 +23,11 @@ Writes RUN/eval.json (schema "fpstab.eval", version EVAL_SCHEMA_VERSION; see
 from __future__ import annotations
 
 import argparse
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -138,7 +140,7 @@ def _level_record(level: Any, grid: Any, n: int, seed: int, correct: Tensor, tok
 
 def _num(v: Tensor) -> float | None:
     f = float(v)
-    return None if f != f else f  # NaN -> null (JSON has no NaN)
+    return None if math.isnan(f) else f  # NaN -> null (JSON has no NaN)
 
 
 def parse_levels(values: Sequence[str] | None, ladder: Any) -> list[Any]:
@@ -209,7 +211,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} requested but torch sees no CUDA device; use --device cpu")
-    core, core_cfg, cfg, task_name = load_run(run_dir, device=dev, checkpoint=ckpt_path)
+    core, _, cfg, task_name = load_run(run_dir, device=dev, checkpoint=ckpt_path)
     ckpt_step = int(load_checkpoint(ckpt_path)["step"])
     task = get_task(task_name)
     ladder = task.ladder()

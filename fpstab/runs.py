@@ -22,8 +22,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -215,7 +216,6 @@ def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu",
         CheckpointError (a ValueError): unreadable or incompatible checkpoint.
     """
     from architectures import CoreConfig, build_core
-
     from fpstab.config import TrainConfig
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else checkpoint_path_of(path)

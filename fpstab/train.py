@@ -38,9 +38,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -329,7 +330,7 @@ class _StopFlag:
         self._old: Any = None
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator["_StopFlag"]:
+    def installed(self) -> Iterator[_StopFlag]:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return

@@ -9,15 +9,16 @@ matplotlib runs headless (Agg).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from reports.records import check_eval_record  # noqa: E402
+from reports.records import check_eval_record
 
 
 def _slug(value: Any) -> str:

@@ -6,8 +6,9 @@ Plain JSON in, plain text out: no model or training code is imported.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 EVAL_SCHEMA = "fpstab.eval"
 EVAL_SCHEMA_VERSIONS: tuple[int, ...] = (1,)

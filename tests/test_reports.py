@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from reports.plots import plot_compare, plot_eval, plot_training
-from reports.records import accuracy_by_level, check_eval_record, eval_table, load_eval, load_metrics
+from reports.records import (
+    accuracy_by_level,
+    check_eval_record,
+    eval_table,
+    load_eval,
+    load_metrics,
+)
 
 
 def fixture_eval(arch: str = "standard_recall", iters: int = 60) -> dict:

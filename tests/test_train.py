@@ -13,7 +13,13 @@ import torch
 
 from fpstab.cli import main as cli_main
 from fpstab.config import TrainConfig, core_config_for, resolve_config
-from fpstab.runs import CheckpointError, last_checkpoint_path, load_run, read_metrics, read_status
+from fpstab.runs import (
+    CheckpointError,
+    last_checkpoint_path,
+    load_run,
+    read_metrics,
+    read_status,
+)
 from fpstab.train import RunKilled, Runtime, make_optimizer, train, train_step
 
 QUIET = Runtime(quiet=True)

@@ -4,6 +4,7 @@ groups, LR schedule, progressive-loss sampler, atomic files, checkpoints."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
@@ -11,9 +12,27 @@ import pytest
 import torch
 from torch import nn
 
-from fpstab.config import PRESETS, TrainConfig, config_diff, resolve_config, resolve_precision
-from fpstab.runs import CheckpointError, atomic_write_json, load_checkpoint, read_json, save_checkpoint
-from fpstab.train import add_arguments, config_from_args, lr_at, param_groups, progressive_depths
+from fpstab.config import (
+    PRESETS,
+    TrainConfig,
+    config_diff,
+    resolve_config,
+    resolve_precision,
+)
+from fpstab.runs import (
+    CheckpointError,
+    atomic_write_json,
+    load_checkpoint,
+    read_json,
+    save_checkpoint,
+)
+from fpstab.train import (
+    add_arguments,
+    config_from_args,
+    lr_at,
+    param_groups,
+    progressive_depths,
+)
 
 
 # ---- config -------------------------------------------------------------
@@ -50,7 +69,7 @@ def test_round_trip_and_frozen() -> None:
     cfg = resolve_config("tiny", {"seed": 3})
     again = TrainConfig.from_dict(cfg.to_dict())
     assert again == cfg and again.betas == (0.9, 0.999) and isinstance(again.lr_milestones, tuple)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 4  # type: ignore[misc]
 
 
