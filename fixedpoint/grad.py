@@ -24,7 +24,7 @@ def implicit_gradient(
     h_star: Tensor,
     steps: int = 40,
     restarts: int = 5,
-    tol: float = 1e-8,
+    tol: float | None = None,
 ) -> Tensor:
     """f(h*) with the implicit-function-theorem backward.
 
@@ -37,10 +37,13 @@ def implicit_gradient(
     Args:
         f: batched map (B, ...) -> (B, ...).
         h_star: (B, ...) fixed point (detached internally).
-        steps, restarts, tol: GMRES settings for the backward solve.
+        steps, restarts, tol: GMRES settings for the backward solve (tol
+            default: 1e-10 in float64, 1e-5 below, what the dtype can reach).
     Returns:
         (B, ...) tensor equal to f(h_star).
     """
+    if tol is None:
+        tol = 1e-10 if h_star.dtype == torch.float64 else 1e-5
     h = h_star.detach().requires_grad_()
     z = f(h)
     if not z.requires_grad:

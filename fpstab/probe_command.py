@@ -47,10 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the fresh core, the inputs and the probe (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="probe precision (default: float32)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: 1 on cpu, where the probe's small tensors "
+                        "gain nothing from more and contend on a busy machine)")
     parser.add_argument("--json", type=Path, help="write the probe record (JSON, schema fpstab.probe/1) here")
 
 
 def _check(args: argparse.Namespace) -> None:
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: must be >= 1")
     if args.samples < 2:
         raise ValueError(f"--samples {args.samples}: need at least 2 (path independence uses another input's state)")
     if args.iters < 30:
@@ -113,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     from fpstab.runs import atomic_write_json
 
     _check(args)
+    threads = args.threads if args.threads is not None else (1 if args.device == "cpu" else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
     core, task, level, describe = build(args)
     if not getattr(core, "looped", True):
         raise ValueError(f"arch {describe['arch']!r} is a one-pass baseline, not a looped map: there is no "
