@@ -21,9 +21,9 @@ from typing import Callable
 
 import torch
 
-from architectures import CoreConfig, build_core
-from fixedpoint import dense_jacobian, implicit_input_jacobian, singular_values, spectral_radius
-from fixedpoint.solve import iterate
+from fpstab.architectures import CoreConfig, build_core
+from fpstab.fixedpoint import dense_jacobian, implicit_input_jacobian, singular_values, spectral_radius
+from fpstab.fixedpoint.solve import iterate
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float]:
@@ -79,7 +79,7 @@ def bench(d_model: int, args: argparse.Namespace) -> list[dict]:
         je_u = torch.func.jvp(lambda ee: core.step(h, ee), (e,), (u,))[1]
         return torch.linalg.solve(eye - jac, je_u.reshape(n))
 
-    from fixedpoint.linalg import _forward_ad
+    from fpstab.fixedpoint.linalg import _forward_ad
 
     with _forward_ad():
         w_d, t_solve = timed(dense_ift, device)

@@ -37,8 +37,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from fpstab.config import TrainConfig
 from fpstab.train import autocast, make_optimizer, train_step
 
@@ -159,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from architectures import CoreConfig, build_core
-    from tasks import get_task
+    from fpstab.architectures import CoreConfig, build_core
+    from fpstab.tasks import get_task
 
     size = dict(d=64, heads=4, batch=16, iters=6, steps=3, warmup=1) if a.small else \
         dict(d=256, heads=8, batch=500, iters=30, steps=20, warmup=5)

@@ -5,8 +5,8 @@ Nothing here knows of transformers: a map is a callable on batched tensors
 with encode / init_state / step / readout.
 """
 
-from fixedpoint.grad import implicit_gradient, phantom_gradient
-from fixedpoint.linalg import (
+from fpstab.fixedpoint.grad import implicit_gradient, phantom_gradient
+from fpstab.fixedpoint.linalg import (
     dense_jacobian,
     gmres,
     jvp_operator,
@@ -15,7 +15,7 @@ from fixedpoint.linalg import (
     spectral_radius,
     vjp_operator,
 )
-from fixedpoint.probes import (
+from fpstab.fixedpoint.probes import (
     SCHEMA_VERSION,
     STARTS,
     Geometry,
@@ -27,7 +27,7 @@ from fixedpoint.probes import (
     implicit_input_jacobian,
     probe,
 )
-from fixedpoint.solve import RETURNS, SOLVERS, SolveResult, iterate, solve
+from fpstab.fixedpoint.solve import RETURNS, SOLVERS, SolveResult, iterate, solve
 
 __all__ = [
     "SCHEMA_VERSION",

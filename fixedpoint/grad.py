@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from fixedpoint.linalg import gmres
+from fpstab.fixedpoint.linalg import gmres
 
 Map = Callable[[Tensor], Tensor]
 

@@ -20,9 +20,9 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 from torch import Tensor
 
-from fixedpoint.grad import implicit_gradient
-from fixedpoint.linalg import _forward_ad, gmres, jvp_operator, operator_norm, singular_values, spectral_radius
-from fixedpoint.solve import SOLVERS, iterate, solve
+from fpstab.fixedpoint.grad import implicit_gradient
+from fpstab.fixedpoint.linalg import _forward_ad, gmres, jvp_operator, operator_norm, singular_values, spectral_radius
+from fpstab.fixedpoint.solve import SOLVERS, iterate, solve
 
 SCHEMA_VERSION = "fpstab.probe/1"
 STARTS: tuple[str, ...] = ("default", "zeros", "random", "other")

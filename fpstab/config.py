@@ -8,7 +8,7 @@ recorded in the run's config.json but not part of this object.
 
 Validation happens on construction: an unknown key or a bad value raises
 ValueError naming the key and what is allowed. Keys of the core (arch, norm,
-recall, residual, ...) are checked again by `architectures.CoreConfig` when
+recall, residual, ...) are checked again by `fpstab.architectures.CoreConfig` when
 `core_config_for` builds it, so the allowed values live in one place.
 
 Presets (`PRESETS`) are partial dicts applied over the dataclass defaults;
@@ -275,7 +275,7 @@ def core_config_for(cfg: TrainConfig, task: Any) -> Any:
     task: a tasks object (in_dim, out_dim, attn_window, ladder(), grid(level)).
     Raises ValueError (from CoreConfig) for a bad arch/norm/recall/residual.
     """
-    from architectures import CoreConfig
+    from fpstab.architectures import CoreConfig
 
     level = train_level_for(cfg, task)
     window = task.attn_window if cfg.attn_window == "task" else (None if cfg.attn_window == "full" else cfg.attn_window)

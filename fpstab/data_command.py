@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from tasks import TASK_NAMES, get_task
-from tasks.base import Task
-from tasks.parallel import available_cores
+from fpstab.tasks import TASK_NAMES, get_task
+from fpstab.tasks.base import Task
+from fpstab.tasks.parallel import available_cores
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def _task(args: argparse.Namespace) -> Task:
     if args.prefilter is not None:
         if args.task != "chess":
             raise ValueError(f"--prefilter applies to the chess task only, not {args.task}")
-        from tasks.chess import ChessTask
+        from fpstab.tasks.chess import ChessTask
 
         return ChessTask(prefilter=args.prefilter)
     return get_task(args.task)

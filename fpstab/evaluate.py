@@ -101,7 +101,7 @@ def solver_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, solver: str
     steps (B,) long (evaluation at which the sample reached tol; -1 never),
     converged (B,) bool, diverged (B,) bool, failure (str | None).
     """
-    from fixedpoint import solve
+    from fpstab.fixedpoint import solve
 
     e = core.encode(x)
     h0 = core.init_state(e)
@@ -196,7 +196,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
                      "wall_s"}],
          "plots": [paths relative to the run dir], "wall_s"}
     """
-    from tasks import get_task
+    from fpstab.tasks import get_task
 
     if iters < 1:
         raise ValueError(f"iters={iters} must be >= 1")
@@ -308,7 +308,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
     record["plots"] = []
     record["wall_s"] = round(time.perf_counter() - t_start, 2)
     if plots:
-        from reports.plots import plot_eval
+        from fpstab.reports.plots import plot_eval
 
         paths = plot_eval(record, out_path.parent / PLOTS_DIR)
         record["plots"] = [str(p.relative_to(out_path.parent)) for p in paths]

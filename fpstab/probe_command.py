@@ -20,9 +20,9 @@ DTYPES = ("float32", "float64")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from architectures import ARCHS, NORMS, RECALLS, RESIDUALS
-    from fixedpoint import SOLVERS
-    from tasks import TASK_NAMES
+    from fpstab.architectures import ARCHS, NORMS, RECALLS, RESIDUALS
+    from fpstab.fixedpoint import SOLVERS
+    from fpstab.tasks import TASK_NAMES
 
     from fpstab.config import PRESETS
 
@@ -72,8 +72,8 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str, dict[str, Any]]:
     """(core, task, level, description) for the arguments; the level defaults
     to the one the core was (or would be) trained on."""
     import torch
-    from architectures import build_core
-    from tasks import get_task
+    from fpstab.architectures import build_core
+    from fpstab.tasks import get_task
 
     from fpstab.config import core_config_for, resolve_config, train_level_for
 
@@ -112,8 +112,8 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from fixedpoint import probe
-    from reports.probe_table import format_probe
+    from fpstab.fixedpoint import probe
+    from fpstab.reports.probe_table import format_probe
 
     from fpstab.runs import atomic_write_json
 

@@ -215,7 +215,7 @@ def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu",
         FileNotFoundError: no such run or checkpoint.
         CheckpointError (a ValueError): unreadable or incompatible checkpoint.
     """
-    from architectures import CoreConfig, build_core
+    from fpstab.architectures import CoreConfig, build_core
     from fpstab.config import TrainConfig
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else checkpoint_path_of(path)

@@ -203,7 +203,7 @@ def compute_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig,
             loss = (1.0 - cfg.alpha) * task.loss(full, y) + cfg.alpha * loss
         return LossOutput(loss, logits, info)
 
-    from fixedpoint import implicit_gradient, phantom_gradient, solve
+    from fpstab.fixedpoint import implicit_gradient, phantom_gradient, solve
 
     def f(h: Tensor) -> Tensor:
         return step_fn(h, e)
@@ -403,8 +403,8 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
     CheckpointError (unusable or mismatched checkpoint), RunKilled
     (runtime.stop_after_steps reached).
     """
-    from architectures import build_core
-    from tasks import get_task
+    from fpstab.architectures import build_core
+    from fpstab.tasks import get_task
 
     out = Path(out)
     device = _resolve_device(runtime.device)

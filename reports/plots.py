@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from reports.records import check_eval_record
+from fpstab.reports.records import check_eval_record
 
 
 def _slug(value: Any) -> str:

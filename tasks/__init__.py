@@ -2,30 +2,30 @@
 
 Arrays in, arrays out; nothing here knows about models.
 
-    from tasks import get_task, TASK_NAMES
+    from fpstab.tasks import get_task, TASK_NAMES
     task = get_task("sudoku")
     batch = task.make(task.ladder().train, n=1000, seed=0)
     batch.inputs   # float32 (n, n_tokens, task.in_dim)
     batch.targets  # int64 (n, n_tokens), classes 0..task.out_dim-1
     task.metrics(logits, batch.targets)  # {"exact_match": ..., "token_acc": ...}
 
-Task modules: `tasks.prefix_sum`, `tasks.sudoku` (solver in
-`tasks.sudoku_solver`), `tasks.chess` (mate search in `tasks.mate_search`).
+Task modules: `fpstab.tasks.prefix_sum`, `fpstab.tasks.sudoku` (solver in
+`fpstab.tasks.sudoku_solver`), `fpstab.tasks.chess` (mate search in `fpstab.tasks.mate_search`).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from tasks.base import Ladder, Provenance, Task, TaskBatch
+from fpstab.tasks.base import Ladder, Provenance, Task, TaskBatch
 
 TASK_NAMES: tuple[str, ...] = ("prefix_sum", "sudoku", "chess")
 
 # name -> (module, class); imported on first use so python-chess loads only for chess.
 _REGISTRY: dict[str, tuple[str, str]] = {
-    "prefix_sum": ("tasks.prefix_sum", "PrefixSumTask"),
-    "sudoku": ("tasks.sudoku", "SudokuTask"),
-    "chess": ("tasks.chess", "ChessTask"),
+    "prefix_sum": ("fpstab.tasks.prefix_sum", "PrefixSumTask"),
+    "sudoku": ("fpstab.tasks.sudoku", "SudokuTask"),
+    "chess": ("fpstab.tasks.chess", "ChessTask"),
 }
 
 

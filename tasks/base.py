@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import torch
 import torch.nn.functional as F
 
-from tasks import cache
+from fpstab.tasks import cache
 
 
 @dataclass(frozen=True)

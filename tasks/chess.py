@@ -2,7 +2,7 @@
 
 Levels mate1, mate2, mate3: the side to move forces checkmate in exactly N
 moves (no shorter mate) and exactly one first move does it, verified by the
-exact search of `tasks.mate_search` (python-chess move generation).
+exact search of `fpstab.tasks.mate_search` (python-chess move generation).
 
 Candidate positions are random sparse boards built so that mates are
 common: the defending king stands on an edge square (90 %, mostly its back
@@ -49,9 +49,9 @@ import chess
 import numpy as np
 import torch
 
-from tasks.base import Ladder, Task
-from tasks.mate_search import MateSearch, mates_in_one, unique_mate
-from tasks.parallel import instance_seed, map_ordered, stream_tag
+from fpstab.tasks.base import Ladder, Task
+from fpstab.tasks.mate_search import MateSearch, mates_in_one, unique_mate
+from fpstab.tasks.parallel import instance_seed, map_ordered, stream_tag
 
 GENERATOR_VERSION = 1
 MATE_DEPTHS = (1, 2, 3)

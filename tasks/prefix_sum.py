@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.base import Ladder, Task
-from tasks.parallel import stream_tag
+from fpstab.tasks.base import Ladder, Task
+from fpstab.tasks.parallel import stream_tag
 
 LENGTHS = (16, 32, 48, 64, 128, 256, 512, 1024, 2048)
 

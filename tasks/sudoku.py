@@ -2,11 +2,11 @@
 
 Grids are int8 arrays (n, 81), row-major, 0 = blank. Every generated
 puzzle has exactly one solution (checked by the reference solver in
-`tasks.sudoku_solver`).
+`fpstab.tasks.sudoku_solver`).
 
 Levels (techniques: "singles" = naked + hidden singles; backtracks and
 guesses are the reference solver's counts over the search that proves
-uniqueness, see `tasks.sudoku_solver`):
+uniqueness, see `fpstab.tasks.sudoku_solver`):
 
 | level   | techniques needed    | backtracks | clues                          |
 |---------|----------------------|------------|--------------------------------|
@@ -45,9 +45,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.base import Ladder, Task
-from tasks.parallel import instance_seed, map_ordered, stream_tag
-from tasks.sudoku_solver import (
+from fpstab.tasks.base import Ladder, Task
+from fpstab.tasks.parallel import instance_seed, map_ordered, stream_tag
+from fpstab.tasks.sudoku_solver import (
     ALL,
     DIGIT_OF_BIT,
     POPCOUNT,

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch.func import jacrev, jvp, vmap
 
-from architectures import ARCHS, INIT_STATES, NORMS, RECALLS, RESIDUALS, CoreConfig, build_core
-from architectures.attention import Attention, apply_rope, neighborhood_mask, rope_tables
-from architectures.block import GRUResidual
-from architectures.config import APPLIES_TO
+from fpstab.architectures import ARCHS, INIT_STATES, NORMS, RECALLS, RESIDUALS, CoreConfig, build_core
+from fpstab.architectures.attention import Attention, apply_rope, neighborhood_mask, rope_tables
+from fpstab.architectures.block import GRUResidual
+from fpstab.architectures.config import APPLIES_TO
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():

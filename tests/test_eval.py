@@ -14,7 +14,7 @@ from fpstab.config import resolve_config
 from fpstab.evaluate import EVAL_SCHEMA_VERSION, evaluate_run, halting_from_trajectory
 from fpstab.runs import load_run
 from fpstab.train import Runtime, train
-from reports.records import check_eval_record
+from fpstab.reports.records import check_eval_record
 
 LEVEL_KEYS = {"level", "grid", "n_samples", "data_seed", "accuracy", "token_accuracy", "residual_median",
               "residual_p90", "final_accuracy", "best_accuracy", "best_iteration", "overthinking_penalty",
@@ -59,7 +59,7 @@ def test_eval_record_schema_and_plots(run_dir: Path) -> None:
 
 def test_per_iteration_accuracy_matches_forward(run_dir: Path) -> None:
     """The single-trajectory sweep equals scoring core(x, T)'s logits of every iteration."""
-    from tasks import get_task
+    from fpstab.tasks import get_task
 
     rec = evaluate_run(run_dir, levels=["16"], iters=5, samples=8, batch_size=3, solver=None, plots=False,
                        out=run_dir / "e2.json", quiet=True)

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from toymaps import TanhCore, random_matrices
 
-import fixedpoint
-from fixedpoint import dense_jacobian, implicit_gradient, phantom_gradient, singular_values, solve, spectral_radius
-from fixedpoint.linalg import gmres, jvp_operator, operator_norm
+from fpstab import fixedpoint
+from fpstab.fixedpoint import dense_jacobian, implicit_gradient, phantom_gradient, singular_values, solve, spectral_radius
+from fpstab.fixedpoint.linalg import gmres, jvp_operator, operator_norm
 
 seeds = st.integers(0, 10_000)
 

@@ -1,4 +1,4 @@
-"""`fixedpoint.probe` on real cores and the `fpstab probe` command."""
+"""`fpstab.fixedpoint.probe` on real cores and the `fpstab probe` command."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from architectures import CoreConfig, build_core
-from fixedpoint import SCHEMA_VERSION, probe
+from fpstab.architectures import CoreConfig, build_core
+from fpstab.fixedpoint import SCHEMA_VERSION, probe
 from fpstab.cli import main
-from reports.probe_table import format_probe
+from fpstab.reports.probe_table import format_probe
 
 FAST = ["--iters", "60", "--samples", "3"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.plots import plot_compare, plot_eval, plot_training
-from reports.records import (
+from fpstab.reports.plots import plot_compare, plot_eval, plot_training
+from fpstab.reports.records import (
     accuracy_by_level,
     check_eval_record,
     eval_table,

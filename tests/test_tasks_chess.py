@@ -9,8 +9,8 @@ import chess
 import pytest
 import torch
 
-from tasks import chess as chess_task
-from tasks.mate_search import MateSearch, checking_moves, mates_in_one, shortest_mate, unique_mate
+from fpstab.tasks import chess as chess_task
+from fpstab.tasks.mate_search import MateSearch, checking_moves, mates_in_one, shortest_mate, unique_mate
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tasks" / "lichess_puzzles_small.csv"
 BACK_RANK = "6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1"       # Ra8#, the only mate

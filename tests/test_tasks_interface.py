@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import tasks.sudoku
-from tasks import TASK_NAMES, Ladder, TaskBatch, get_task
-from tasks import cache
+from fpstab.tasks import sudoku as sudoku_module
+from fpstab.tasks import TASK_NAMES, Ladder, TaskBatch, get_task
+from fpstab.tasks import cache
 
 
 def test_task_names_and_unknown_name():
@@ -65,10 +65,10 @@ def test_make_shapes_dtypes_and_determinism(name, level, n_tokens, tmp_path):
 
 
 def test_same_set_for_any_worker_count_and_prefix():
-    one = tasks.sudoku.generate(4, "hard", seed=2, workers=1)
-    two = tasks.sudoku.generate(4, "hard", seed=2, workers=2)
+    one = sudoku_module.generate(4, "hard", seed=2, workers=1)
+    two = sudoku_module.generate(4, "hard", seed=2, workers=2)
     assert np.array_equal(one.puzzles, two.puzzles) and np.array_equal(one.backtracks, two.backtracks)
-    first = tasks.sudoku.generate(2, "hard", seed=2, workers=1)
+    first = sudoku_module.generate(2, "hard", seed=2, workers=1)
     assert np.array_equal(first.puzzles, one.puzzles[:2])
 
 
@@ -83,7 +83,7 @@ def test_cache_written_atomically_reused_and_sliced(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("should have been read from the cache")
 
-    monkeypatch.setattr(tasks.sudoku, "generate", boom)
+    monkeypatch.setattr(sudoku_module, "generate", boom)
     again, prov2 = task.generate_set("easy", 4, seed=1, cache_dir=tmp_path)
     assert prov2.from_cache and np.array_equal(again.puzzles, data.puzzles)
     part, prov3 = task.generate_set("easy", 2, seed=1, cache_dir=tmp_path)  # sliced from n=4

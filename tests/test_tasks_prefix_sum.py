@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks import prefix_sum
+from fpstab.tasks import prefix_sum
 
 
 @pytest.mark.parametrize("length", [1, 16, 33, 2048])

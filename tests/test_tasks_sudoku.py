@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import sudoku
-from tasks.sudoku_solver import is_valid_solution, singles_solve, solve
+from fpstab.tasks import sudoku
+from fpstab.tasks.sudoku_solver import is_valid_solution, singles_solve, solve
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tasks" / "sudoku_extreme_small.csv"
 # "AI Escargot" (A. Inkala): needs guessing; unique solution.

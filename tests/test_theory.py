@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from toymaps import TanhCore
 from torch import nn
 
-from architectures import CoreConfig, build_core
-from architectures.block import Block
-from fixedpoint import dense_jacobian, implicit_input_jacobian, probe, singular_values, solve, spectral_radius
-from fixedpoint.solve import iterate
+from fpstab.architectures import CoreConfig, build_core
+from fpstab.architectures.block import Block
+from fpstab.fixedpoint import dense_jacobian, implicit_input_jacobian, probe, singular_values, solve, spectral_radius
+from fpstab.fixedpoint.solve import iterate
 
 seeds = st.integers(0, 10_000)
 D, HEADS, TOKENS = 8, 2, 5

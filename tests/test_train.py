@@ -40,8 +40,8 @@ def final_params(run: Path) -> dict[str, torch.Tensor]:
 def test_training_steps_decrease_loss() -> None:
     """Forty steps on one fixed batch (full 4-step unroll) bring its loss from
     above chance (ln 2 per token) to clearly below it."""
-    from architectures import build_core
-    from tasks import get_task
+    from fpstab.architectures import build_core
+    from fpstab.tasks import get_task
 
     cfg = tiny_cfg(d_model=32, warmup_epochs=0.0)
     task = get_task("prefix_sum")
@@ -60,9 +60,9 @@ def test_progressive_loss_gradient_paths(depths: tuple[int, int], embed_learns: 
     """n = 0: the k steps start from h0 = e with its graph (the encoder learns
     through h0); n > 0: the state is detached, and a no_recall encoder, which
     reaches the loop only through h0, gets no gradient."""
-    from architectures import build_core
+    from fpstab.architectures import build_core
     from fpstab.train import compute_loss
-    from tasks import get_task
+    from fpstab.tasks import get_task
 
     cfg = tiny_cfg(arch="no_recall")
     task = get_task("prefix_sum")
