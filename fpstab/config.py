@@ -48,7 +48,8 @@ class TrainConfig:
         attn_window: "task" (the task's default: 5 for prefix sums, full for
         grids), "full", or an odd window size.
     Data:
-        task; train_level (None: the ladder's training level); n_train
+        task; train_level (None: the ladder's training level; several levels
+        joined by '+', e.g. "easy+medium", train on an even mix); n_train
         training samples, n_val held-out samples at the training level;
         data_seed seeds the training set (val uses data_seed + 1, `fpstab
         eval` data_seed + 2), so runs with different `seed` see the same data.
@@ -307,11 +308,11 @@ def _grid_for_core(grid: Any) -> Any:
 
 def train_level_for(cfg: TrainConfig, task: Any) -> Any:
     """cfg.train_level, or the task ladder's training level; checked against the ladder."""
-    ladder = task.ladder()
-    level = ladder.train if cfg.train_level is None else cfg.train_level
-    if level not in ladder.levels:
-        raise ValueError(f"train_level={level!r} is not a level of task {cfg.task!r}; allowed: {list(ladder.levels)}")
-    return level
+    level = task.ladder().train if cfg.train_level is None else cfg.train_level
+    try:
+        return task.check_level(level)
+    except ValueError as err:
+        raise ValueError(f"train_level={level!r}: {err}") from None
 
 
 # ---- validation helpers -------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 
-from fpstab.tasks.base import Ladder, Provenance, Task, TaskBatch
+from fpstab.tasks.base import LEVEL_SEP, Ladder, Provenance, Task, TaskBatch
 
 TASK_NAMES: tuple[str, ...] = ("prefix_sum", "sudoku", "chess")
 
@@ -37,4 +37,4 @@ def get_task(name: str) -> Task:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["TASK_NAMES", "Ladder", "Provenance", "Task", "TaskBatch", "get_task"]
+__all__ = ["LEVEL_SEP", "TASK_NAMES", "Ladder", "Provenance", "Task", "TaskBatch", "get_task"]

@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from fpstab.tasks import cache
 
 
+LEVEL_SEP = "+"  # joins ladder levels into a composite (mixed) level, e.g. "easy+medium"
+
+
 @dataclass(frozen=True)
 class Ladder:
     """Difficulty levels, easiest first, with the default train and test levels."""
@@ -97,16 +100,42 @@ class Task(ABC, Generic[SetT]):
         """The difficulty levels, easiest first, and the default train/test levels."""
 
     @abstractmethod
+    def _grid(self, level: str) -> tuple[int, ...]:
+        """Token layout of one ladder level (already checked)."""
+
     def grid(self, level: str) -> tuple[int, ...]:
-        """Token layout of a level: (length,) for sequences, (rows, cols) for boards."""
+        """Token layout of a level: (length,) for sequences, (rows, cols) for boards.
+        A composite level has the layout its parts share."""
+        return self._grid(self.level_parts(self.check_level(level))[0])
+
+    def level_parts(self, level: str) -> tuple[str, ...]:
+        """The ladder levels that `level` names: "easy+medium" -> ("easy", "medium"), "easy" -> ("easy",).
+
+        Raises ValueError for an unknown part or a part named twice.
+        """
+        levels = self.ladder().levels
+        parts = tuple(str(level).split(LEVEL_SEP))
+        for part in parts:
+            if part not in levels:
+                raise ValueError(
+                    f"unknown {self.name} level {part!r}"
+                    + (f" in {level!r}" if len(parts) > 1 else "")
+                    + f"; allowed: {', '.join(levels)}, or several joined by '{LEVEL_SEP}' (e.g. "
+                    f"'{levels[0]}{LEVEL_SEP}{levels[1] if len(levels) > 1 else levels[0]}')"
+                )
+        if len(set(parts)) != len(parts):
+            raise ValueError(f"{self.name} level {level!r} names a level twice")
+        return parts
 
     def check_level(self, level: str) -> str:
-        """Return `level` if the ladder has it, else raise ValueError naming the allowed levels."""
-        levels = self.ladder().levels
-        if level not in levels:
-            raise ValueError(
-                f"unknown {self.name} level {level!r}; allowed: {', '.join(levels)}"
-            )
+        """Return `level` if it is a ladder level, or several joined by '+' that share one token
+        layout; else raise ValueError naming the allowed levels."""
+        parts = self.level_parts(level)
+        if len(parts) > 1:
+            grids = {part: self._grid(part) for part in parts}
+            if len(set(grids.values())) > 1:
+                raise ValueError(f"{self.name} level {level!r} mixes token layouts {grids}; "
+                                 "the parts of a composite level must share one")
         return level
 
     # --- data ------------------------------------------------------------
@@ -148,7 +177,9 @@ class Task(ABC, Generic[SetT]):
         any larger set with the same seed, whatever the number of workers; a
         cached larger set is sliced. workers: processes (None = all cores).
         """
-        self.check_level(level)
+        if len(self.level_parts(level)) > 1:
+            raise ValueError(f"{self.name} level {level!r} is composite: make() builds it from its parts; "
+                             "generate_set takes one ladder level")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if seed < 0:
@@ -173,13 +204,28 @@ class Task(ABC, Generic[SetT]):
     ) -> TaskBatch:
         """n encoded instances of `level`, deterministic in `seed`.
 
-        Slow sets are cached under `cache_dir` (default $FPSTAB_CACHE or
-        ~/.cache/fpstab). Returns TaskBatch(inputs (n, n_tokens, in_dim),
-        targets (n, n_tokens), grid, level, seed).
+        A composite level ("easy+medium", k parts) interleaves its parts:
+        instance j is instance j // k of part j % k (each part made from the
+        same seed), so every prefix is balanced and a set is a prefix of any
+        larger one. Slow sets are cached under `cache_dir` (default
+        $FPSTAB_CACHE or ~/.cache/fpstab). Returns TaskBatch(inputs
+        (n, n_tokens, in_dim), targets (n, n_tokens), grid, level, seed).
         """
-        data, _ = self.generate_set(level, n, seed, cache_dir)
-        inputs, targets = self.encode_set(data)
-        return TaskBatch(inputs, targets, self.grid(level), level, seed)
+        grid = self.grid(level)
+        parts = self.level_parts(level)
+        if len(parts) == 1:
+            data, _ = self.generate_set(level, n, seed, cache_dir)
+            inputs, targets = self.encode_set(data)
+            return TaskBatch(inputs, targets, grid, level, seed)
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        k = len(parts)
+        made = [self.make(part, len(range(i, n, k)), seed, cache_dir) for i, part in enumerate(parts) if i < n]
+        inputs = torch.empty((n, *made[0].inputs.shape[1:]), dtype=made[0].inputs.dtype)
+        targets = torch.empty((n, *made[0].targets.shape[1:]), dtype=made[0].targets.dtype)
+        for i, batch in enumerate(made):
+            inputs[i::k], targets[i::k] = batch.inputs, batch.targets
+        return TaskBatch(inputs, targets, grid, level, seed)
 
     # --- scoring ---------------------------------------------------------
     def _check_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> None:

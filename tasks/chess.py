@@ -504,8 +504,7 @@ class ChessTask(Task[ChessSet]):
     def ladder(self) -> Ladder:
         return Ladder(levels=("mate1", "mate2", "mate3"), train="mate1", test=("mate2", "mate3"))
 
-    def grid(self, level: str) -> tuple[int, ...]:
-        self.check_level(level)
+    def _grid(self, level: str) -> tuple[int, ...]:
         return (8, 8)
 
     def _generate(self, level: str, n: int, seed: int, workers: int | None) -> ChessSet:

@@ -81,8 +81,8 @@ class PrefixSumTask(Task[PrefixSumSet]):
             test=("48", "64", "128", "256", "512"),
         )
 
-    def grid(self, level: str) -> tuple[int, ...]:
-        return (int(self.check_level(level)),)
+    def _grid(self, level: str) -> tuple[int, ...]:
+        return (int(level),)
 
     def _generate(self, level: str, n: int, seed: int, workers: int | None) -> PrefixSumSet:
         return generate(n, int(level), seed)

@@ -385,8 +385,7 @@ class SudokuTask(Task[SudokuSet]):
     def ladder(self) -> Ladder:
         return Ladder(levels=tuple(LEVELS), train="easy", test=("medium", "hard", "extreme"))
 
-    def grid(self, level: str) -> tuple[int, ...]:
-        self.check_level(level)
+    def _grid(self, level: str) -> tuple[int, ...]:
         return (9, 9)
 
     def _generate(self, level: str, n: int, seed: int, workers: int | None) -> SudokuSet:

@@ -130,3 +130,37 @@ def test_exact_match_metrics_and_loss(name):
         task.metrics(torch.zeros(4, 12, task.out_dim + 1), targets)
     with pytest.raises(ValueError, match="expected logits"):
         task.correct(torch.zeros(4, 11, task.out_dim), targets)
+
+
+def test_composite_level_interleaves_its_parts(tmp_path):
+    task = get_task("sudoku")
+    mixed = task.make("easy+medium", 5, seed=3, cache_dir=tmp_path)
+    easy = task.make("easy", 3, seed=3, cache_dir=tmp_path)
+    medium = task.make("medium", 2, seed=3, cache_dir=tmp_path)
+    assert mixed.level == "easy+medium" and mixed.grid == (9, 9) and len(mixed) == 5
+    assert torch.equal(mixed.inputs[0::2], easy.inputs) and torch.equal(mixed.targets[1::2], medium.targets)
+    prefix = task.make("easy+medium", 3, seed=3, cache_dir=tmp_path)
+    assert torch.equal(prefix.inputs, mixed.inputs[:3])  # a smaller set is a prefix of a larger one
+
+
+def test_composite_level_errors_name_the_problem():
+    sudoku, prefix = get_task("sudoku"), get_task("prefix_sum")
+    with pytest.raises(ValueError, match="unknown sudoku level 'hardest' in 'easy\\+hardest'.*allowed: easy"):
+        sudoku.check_level("easy+hardest")
+    with pytest.raises(ValueError, match="names a level twice"):
+        sudoku.check_level("easy+easy")
+    with pytest.raises(ValueError, match="mixes token layouts"):
+        prefix.check_level("32+64")
+    with pytest.raises(ValueError, match="composite"):
+        sudoku.generate_set("easy+medium", 2, seed=0)
+
+
+def test_train_level_may_be_composite():
+    from fpstab.config import TrainConfig, core_config_for, train_level_for
+
+    task = get_task("chess")
+    cfg = TrainConfig(task="chess", train_level="mate1+mate2", n_train=10, batch_size=5)
+    assert train_level_for(cfg, task) == "mate1+mate2"
+    assert core_config_for(cfg, task).grid == (8, 8)
+    with pytest.raises(ValueError, match="train_level='mate1\\+mate9'.*allowed: mate1"):
+        train_level_for(TrainConfig(task="chess", train_level="mate1+mate9", n_train=10, batch_size=5), task)
