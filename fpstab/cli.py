@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fpstab.train", "train a looped core on a task"),
     "eval": ("fpstab.evaluate", "evaluate a trained run across iterations and ladder levels"),
     "data": ("fpstab.data_command", "generate, cache and show task data"),
+    "sweep": ("fpstab.sweep", "train, evaluate and probe every run of a grid file (resumable)"),
 }
 
 

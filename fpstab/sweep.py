@@ -1,0 +1,386 @@
+"""`fpstab sweep GRID.toml --out runs/NAME`: train, evaluate and probe every run of a grid.
+
+    fpstab sweep grid.toml --out runs/NAME [--jobs N] [--device cuda] [--shard i/n] [--stop-after S]
+
+Each run (see fpstab.grid for the file format) goes through three stages,
+each a subprocess of this Python (`python -m fpstab.cli ...`), its output in
+RUN/logs/STAGE.log:
+
+    train   fpstab train --config RUN/logs/request.json --out RUN [--resume]
+    eval    fpstab eval RUN --levels ... (the task's ladder; accuracy at every t)
+    probe   fpstab probe --checkpoint RUN --level L --json RUN/probe-L.json, per probe level
+
+Rerunning the same command skips what is done and resumes the rest: a
+completed training (status.json) is not redone, a killed one continues from
+its last checkpoint, and an eval or probe record newer than the final
+checkpoint is kept. A diverged training is a result: the run is marked
+diverged and neither evaluated nor probed.
+
+--jobs N runs N runs at once (on one GPU they share it). --shard i/n takes
+runs i, i+n, i+2n, ... (0 <= i < n), so n machines or a scheduler's job
+array (e.g. SLURM_ARRAY_TASK_ID) can split one grid, all writing into one
+results tree: each run's files are written only by the shard that owns it.
+--stop-after S starts nothing new after S seconds and interrupts running
+trainings (they checkpoint first); rerun to finish.
+
+Written into --out: grid.json (the expanded grid) and, per run, RUN/sweep.json
+(stage states, exit codes, wall times; schema fpstab.sweep_run/1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fpstab.grid import Grid, RunSpec, load_grid
+from fpstab.runs import (
+    CONFIG_FILE,
+    EVAL_FILE,
+    STATUS_FILE,
+    atomic_write_json,
+    last_checkpoint_path,
+)
+
+SWEEP_RUN_FILE = "sweep.json"
+SWEEP_RUN_SCHEMA = "fpstab.sweep_run/1"
+GRID_FILE = "grid.json"
+STAGES = ("train", "eval", "probe")
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How to run the stages: device, threads per run, data cache, concurrency and time limit."""
+
+    device: str = "cpu"
+    threads: int | None = None
+    data_cache: str | None = None
+    jobs: int = 1
+    shard: tuple[int, int] = (0, 1)
+    stop_after_s: float | None = None
+    python: str = sys.executable
+
+
+@dataclass
+class Progress:
+    """Counts shared by the worker threads; `line()` is the terminal progress line."""
+
+    total: int
+    t0: float = field(default_factory=time.perf_counter)
+    done: int = 0
+    running: int = 0
+    failed: int = 0
+    run_seconds: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def line(self, jobs: int) -> str:
+        left = self.total - self.done - self.running
+        mean = sum(self.run_seconds) / len(self.run_seconds) if self.run_seconds else None
+        eta = "" if mean is None else f" | {mean:.0f} s/run, ETA ~{_fmt((left + self.running) * mean / jobs)}"
+        return (f"{self.done}/{self.total} done ({self.failed} failed), {self.running} running, "
+                f"{left} left | {_fmt(time.perf_counter() - self.t0)} elapsed{eta}")
+
+
+# ---- stage decisions (pure reads of a run directory) -------------------------------------
+def run_status(run_dir: Path) -> dict[str, Any]:
+    """status.json of a run directory, or {} if it has none (or it is unreadable)."""
+    try:
+        return json.loads((run_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def eval_is_current(run_dir: Path, levels: Sequence[str], final_step: int | None) -> bool:
+    """True when RUN/eval.json covers `levels` at the final checkpoint's step."""
+    try:
+        rec = json.loads((run_dir / EVAL_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    have = [str(lv.get("level")) for lv in rec.get("levels", [])]
+    return rec.get("checkpoint_step") == final_step and all(lv in have for lv in levels)
+
+
+def probe_path(run_dir: Path, level: str) -> Path:
+    """Where the probe record of `level` goes: RUN/probe-LEVEL.json."""
+    return run_dir / f"probe-{re.sub(r'[^A-Za-z0-9.+_-]', '_', level)}.json"
+
+
+def probe_is_current(run_dir: Path, level: str) -> bool:
+    """True when the probe record of `level` exists and is newer than the last checkpoint."""
+    rec, ckpt = probe_path(run_dir, level), last_checkpoint_path(run_dir)
+    return rec.is_file() and (not ckpt.is_file() or rec.stat().st_mtime >= ckpt.stat().st_mtime)
+
+
+# ---- the commands -------------------------------------------------------------------------
+def train_command(spec: RunSpec, run_dir: Path, opts: SweepOptions, grid: Grid) -> list[str]:
+    """`fpstab train` for a run: the request file holds its TrainConfig keys (not the preset)."""
+    request = run_dir / "logs" / "request.json"
+    atomic_write_json(request, {k: v for k, v in spec.train.items() if k != "preset"})
+    cmd = [opts.python, "-m", "fpstab.cli", "train", "--config", str(request), "--out", str(run_dir),
+           "--device", opts.device, "--quiet"]
+    if spec.train.get("preset"):
+        cmd += ["--preset", spec.train["preset"]]
+    if (run_dir / CONFIG_FILE).is_file():
+        cmd.append("--resume")
+    if grid.runtime.get("compile"):
+        cmd.append("--compile")
+    for key in ("log_every", "print_every"):
+        if key in grid.runtime:
+            cmd += ["--" + key.replace("_", "-"), str(grid.runtime[key])]
+    return cmd + _common(opts)
+
+
+def eval_command(spec: RunSpec, run_dir: Path, opts: SweepOptions, grid: Grid) -> list[str]:
+    cmd = [opts.python, "-m", "fpstab.cli", "eval", str(run_dir), "--levels", *spec.eval_levels,
+           "--device", opts.device, "--quiet"]
+    for key, value in grid.eval.items():
+        cmd += ["--" + key.replace("_", "-"), str(value)]
+    return cmd + _common(opts)
+
+
+def probe_command(spec: RunSpec, run_dir: Path, level: str, opts: SweepOptions, grid: Grid) -> list[str]:
+    cmd = [opts.python, "-m", "fpstab.cli", "probe", "--checkpoint", str(run_dir), "--level", level,
+           "--json", str(probe_path(run_dir, level)), "--device", opts.device]
+    for key, value in grid.probe.items():
+        if key not in ("levels", "extra_args"):
+            cmd += ["--" + key.replace("_", "-"), str(value)]
+    cmd += grid.probe.get("extra_args", [])
+    return cmd + _common(opts)
+
+
+def _common(opts: SweepOptions) -> list[str]:
+    return ["--threads", str(opts.threads)] if opts.threads is not None else []
+
+
+# ---- running one run ----------------------------------------------------------------------
+class Runner:
+    """Runs the stages of runs as subprocesses; `stop()` interrupts them (trainings checkpoint)."""
+
+    def __init__(self, grid: Grid, out: Path, opts: SweepOptions, progress: Progress, say: Any) -> None:
+        self.grid, self.out, self.opts, self.progress, self.say = grid, out, opts, progress, say
+        self.stopped = threading.Event()
+        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        """No new stage starts; running stages get SIGINT (a training saves a checkpoint, exit 130)."""
+        self.stopped.set()
+        with self._lock:
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+
+    def run(self, spec: RunSpec) -> dict[str, Any]:
+        """All stages of one run; returns (and writes) its RUN/sweep.json record."""
+        run_dir = self.out / spec.name
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        record = {"schema": SWEEP_RUN_SCHEMA, "name": spec.name, "index": spec.index, "config": spec.config,
+                  "eval_levels": list(spec.eval_levels), "probe_levels": list(spec.probe_levels),
+                  "device": self.opts.device, "stages": {}}
+        previous = _previous_stages(run_dir)
+        t0 = time.perf_counter()
+        with self.progress.lock:
+            self.progress.running += 1
+        try:
+            record["state"] = self._stages(spec, run_dir, record, previous)
+        finally:
+            record["wall_s"] = round(time.perf_counter() - t0, 2)
+            atomic_write_json(run_dir / SWEEP_RUN_FILE, record)
+            with self.progress.lock:
+                self.progress.running -= 1
+                if record["state"] in ("done", "diverged"):
+                    self.progress.done += 1
+                    self.progress.run_seconds.append(record["wall_s"])
+                elif record["state"] == "failed":
+                    self.progress.done += 1
+                    self.progress.failed += 1
+            self.say(f"[sweep] {spec.name}: {record['state']} ({_fmt(record['wall_s'])}) | "
+                     + self.progress.line(self.opts.jobs))
+        return record
+
+    def _stages(self, spec: RunSpec, run_dir: Path, record: dict[str, Any], previous: dict[str, Any]) -> str:
+        """Run what is left of train -> eval -> probe; the run's final state."""
+        status = run_status(run_dir)
+        if status.get("state") != "completed" and status.get("state") != "diverged":
+            if not self._stage("train", train_command(spec, run_dir, self.opts, self.grid), run_dir, record):
+                return "stopped" if self.stopped.is_set() else self._train_outcome(run_dir)
+            status = run_status(run_dir)
+        else:
+            record["stages"]["train"] = _skipped(previous, "train", f"already {status['state']}")
+        if status.get("state") == "diverged":
+            return "diverged"
+        final_step = status.get("step")
+        if eval_is_current(run_dir, spec.eval_levels, final_step):
+            record["stages"]["eval"] = _skipped(previous, "eval", "current")
+        elif not self._stage("eval", eval_command(spec, run_dir, self.opts, self.grid), run_dir, record):
+            return "stopped" if self.stopped.is_set() else "failed"
+        for level in spec.probe_levels:
+            stage = f"probe {level}"
+            if probe_is_current(run_dir, level):
+                record["stages"][stage] = _skipped(previous, stage, "current")
+            elif not self._stage(stage, probe_command(spec, run_dir, level, self.opts, self.grid), run_dir, record):
+                return "stopped" if self.stopped.is_set() else "failed"
+        return "done"
+
+    def _train_outcome(self, run_dir: Path) -> str:
+        return "diverged" if run_status(run_dir).get("state") == "diverged" else "failed"
+
+    def _stage(self, name: str, cmd: list[str], run_dir: Path, record: dict[str, Any]) -> bool:
+        """Run one stage's command (output to RUN/logs/); True when it exited 0."""
+        if self.stopped.is_set():
+            record["stages"][name] = {"state": "not started (stopped)"}
+            return False
+        log = run_dir / "logs" / f"{name.replace(' ', '-')}.log"
+        t0 = time.perf_counter()
+        with open(log, "ab") as fh:
+            fh.write(f"\n$ {' '.join(cmd)}\n".encode())
+            fh.flush()
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_child_env(self.opts))
+            with self._lock:
+                self._procs.add(proc)
+            code = proc.wait()
+            with self._lock:
+                self._procs.discard(proc)
+        ok = code == 0
+        record["stages"][name] = {"state": "ok" if ok else "failed", "exit": code,
+                                  "wall_s": round(time.perf_counter() - t0, 2), "log": str(log.relative_to(run_dir)),
+                                  "command": cmd[1:]}
+        if not ok and not self.stopped.is_set():
+            self.say(f"[sweep] {run_dir.name}: {name} exited {code}; last lines of {log}:\n"
+                     + _tail(log, 5))
+        return ok
+
+
+def _skipped(previous: dict[str, Any], stage: str, why: str) -> dict[str, Any]:
+    """A stage not rerun keeps the record of the sweep that ran it."""
+    return {**previous.get(stage, {}), "skipped": why}
+
+
+def _previous_stages(run_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((run_dir / SWEEP_RUN_FILE).read_text()).get("stages", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _child_env(opts: SweepOptions) -> dict[str, str]:
+    """The stages' environment: ours, unbuffered output, and the data cache for every stage."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if opts.data_cache:
+        env["FPSTAB_CACHE"] = opts.data_cache
+    return env
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in lines[-n:])
+
+
+def _fmt(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+# ---- the sweep ------------------------------------------------------------------------------
+def shard_runs(runs: Sequence[RunSpec], shard: tuple[int, int]) -> list[RunSpec]:
+    """Runs i, i+n, i+2n, ... of the grid for shard (i, n)."""
+    i, n = shard
+    return [r for r in runs if r.index % n == i]
+
+
+def sweep(grid: Grid, out: str | Path, opts: SweepOptions, quiet: bool = False) -> int:
+    """Run this shard's runs; returns EXIT_OK, EXIT_FAILED (a stage failed) or EXIT_STOPPED."""
+    out = Path(out)
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / GRID_FILE, grid.to_dict())
+    runs = shard_runs(grid.runs, opts.shard)
+    progress = Progress(total=len(runs))
+    runner = Runner(grid, out, opts, progress, say)
+    say(f"[sweep] {len(runs)} of {len(grid.runs)} runs (shard {opts.shard[0]}/{opts.shard[1]}), "
+        f"{opts.jobs} at once, on {opts.device} -> {out}")
+    timer = threading.Timer(opts.stop_after_s, runner.stop) if opts.stop_after_s else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
+            records = list(pool.map(runner.run, runs))
+    except KeyboardInterrupt:
+        runner.stop()
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    states = [r["state"] for r in records]
+    say(f"[sweep] finished: {states.count('done')} done, {states.count('diverged')} diverged, "
+        f"{states.count('failed')} failed, {states.count('stopped')} stopped; records in {out}")
+    if "failed" in states:
+        return EXIT_FAILED
+    return EXIT_STOPPED if "stopped" in states else EXIT_OK
+
+
+# ---- command line ---------------------------------------------------------------------------
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n."""
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise ValueError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `fpstab sweep`."""
+    parser.add_argument("grid", type=Path, help="grid file (TOML; see `fpstab.grid`)")
+    parser.add_argument("--out", type=Path, required=True, help="results tree: one directory per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (default: 1)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N for every stage (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per stage (default: 1 on cpu, torch's choice on cuda)")
+    parser.add_argument("--shard", default="0/1", help="i/n: run only runs i, i+n, ... (default: 0/1, all)")
+    parser.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
+                        help="start nothing new after this, interrupt running trainings (they checkpoint)")
+    parser.add_argument("--data-cache", default=None,
+                        help="cache folder for generated task data (default $FPSTAB_CACHE or ~/.cache/fpstab)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `fpstab sweep`."""
+    shard = parse_shard(args.shard)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: must be >= 1")
+    if args.stop_after is not None and args.stop_after <= 0:
+        raise ValueError(f"--stop-after {args.stop_after}: must be > 0 seconds")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a directory")
+    grid = load_grid(args.grid)
+    threads = args.threads if args.threads is not None else (1 if args.device == "cpu" else None)
+    opts = SweepOptions(device=args.device, threads=threads, data_cache=args.data_cache, jobs=args.jobs,
+                        shard=shard, stop_after_s=args.stop_after)
+    if args.dry_run:
+        for spec in shard_runs(grid.runs, shard):
+            print(f"{spec.index:>3} {spec.name}: eval {list(spec.eval_levels)}, probe {list(spec.probe_levels)}")
+        return EXIT_OK
+    return sweep(grid, args.out, opts, quiet=args.quiet)

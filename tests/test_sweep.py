@@ -1,0 +1,80 @@
+"""`fpstab sweep` end to end on a 2-run grid of tiny cores: records, skipping, resuming, shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fpstab.cli import main
+from fpstab.grid import load_grid
+from fpstab.sweep import parse_shard, shard_runs
+
+SMOKE = Path(__file__).parent / "fixtures" / "grids" / "smoke.toml"
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def commands_in(log: Path) -> int:
+    return sum(line.startswith("$ ") for line in log.read_text().splitlines())
+
+
+def test_smoke_grid_trains_evaluates_probes_then_skips_what_is_done(tmp_path):
+    out = tmp_path / "runs"
+    assert main(["sweep", str(SMOKE), "--out", str(out), "--jobs", "2", "--quiet"]) == 0
+    assert [r["name"] for r in read(out / "grid.json")["runs"]] == [
+        "prefix_sum-no_recall-outer-s0", "prefix_sum-standard_recall-outer-s0"]
+    for name in ("prefix_sum-no_recall-outer-s0", "prefix_sum-standard_recall-outer-s0"):
+        run = out / name
+        assert read(run / "status.json")["state"] == "completed"
+        assert [lv["level"] for lv in read(run / "eval.json")["levels"]] == ["16", "32"]
+        assert (run / "probe-32.json").is_file()
+        record = read(run / "sweep.json")
+        assert record["state"] == "done"
+        assert {k: v["state"] for k, v in record["stages"].items()} == {"train": "ok", "eval": "ok", "probe 32": "ok"}
+    first = read(out / "prefix_sum-no_recall-outer-s0" / "sweep.json")["stages"]["train"]
+
+    assert main(["sweep", str(SMOKE), "--out", str(out), "--jobs", "2", "--quiet"]) == 0
+    run = out / "prefix_sum-no_recall-outer-s0"
+    assert commands_in(run / "logs" / "train.log") == 1 and commands_in(run / "logs" / "eval.log") == 1
+    again = read(run / "sweep.json")["stages"]["train"]
+    assert again["skipped"] == "already completed" and again["wall_s"] == first["wall_s"]
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_in_its_own_shard(tmp_path):
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text(SMOKE.read_text().replace('levels = ["hardest"]', "levels = []")
+                         + "\n[runtime]\nlog_every = 1\n")
+    spec = load_grid(grid_file).runs[1]
+    out = tmp_path / "runs"
+    run = out / spec.name
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({k: v for k, v in spec.train.items() if k != "preset"} | {"checkpoint_every": 1}))
+    # a training killed after 2 steps, with a checkpoint at each step
+    assert main(["train", "--config", str(request), "--preset", "tiny", "--out", str(run), "--quiet",
+                 "--threads", "1", "--stop-after-steps", "2"]) == 137
+    grid_file.write_text(grid_file.read_text().replace("epochs = 1", "epochs = 1\ncheckpoint_every = 1"))
+    assert main(["sweep", str(grid_file), "--out", str(out), "--shard", "1/2", "--quiet"]) == 0
+    assert "--resume" in (run / "logs" / "train.log").read_text()
+    kinds = [json.loads(line)["kind"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "resume" in kinds and kinds[-1] == "done"
+    assert not (out / load_grid(grid_file).runs[0].name).exists()  # shard 0's run was left alone
+
+
+def test_shards_partition_the_grid():
+    runs = load_grid(SMOKE).runs
+    assert [r.index for r in shard_runs(runs, (0, 2))] == [0] and [r.index for r in shard_runs(runs, (1, 2))] == [1]
+    assert parse_shard("3/4") == (3, 4)
+    for bad in ("4/4", "1", "-1/2", "a/b"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_sweep_refuses_bad_arguments_in_one_line(tmp_path, capsys):
+    assert main(["sweep", str(SMOKE), "--out", str(tmp_path), "--jobs", "0"]) == 2
+    assert "--jobs 0" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "none.toml"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
