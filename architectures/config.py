@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 ARCHS = ("no_recall", "standard_recall", "internal_recall", "fixed_depth", "single_attn", "fully_looped")
+# One-pass baselines: their map is applied once, so they have no fixed point to iterate to.
+ONE_PASS_ARCHS = ("fixed_depth", "single_attn")
 NORMS = ("inner", "outer", "both", "peri")  # pre, post, sandwich, peri
 RECALLS = ("linear", "add", "concat")
 RESIDUALS = ("add", "gru")

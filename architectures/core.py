@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from .attention import RMSNorm, position_shape
 from .block import Block
-from .config import INIT_STATES, CoreConfig
+from .config import INIT_STATES, ONE_PASS_ARCHS, CoreConfig
 
 _PLACEMENT = {"no_recall": "none", "standard_recall": "external", "internal_recall": "internal",
               "fixed_depth": "none", "single_attn": "external"}
@@ -63,7 +63,7 @@ class Core(nn.Module):
     @property
     def looped(self) -> bool:
         """False for the one-pass baselines (fixed_depth, single_attn)."""
-        return self.config.arch not in ("fixed_depth", "single_attn")
+        return self.config.arch not in ONE_PASS_ARCHS
 
     @property
     def has_input_injection(self) -> bool:

@@ -28,6 +28,7 @@ A grid file is TOML (read with the standard library's tomllib):
     iters = 500
     samples = 500
     solver = "anderson"         # or "none"
+    plots = false               # skip eval's PNGs (the report draws its own)
 
     [probe]                     # options of `fpstab probe` for every run
     levels = ["train", "hardest"]
@@ -37,7 +38,8 @@ A grid file is TOML (read with the standard library's tomllib):
     compile = false
 
 Eval levels default to the parts of the training level followed by the task
-ladder's test levels. Probe levels name ladder levels, or "train" (the run's
+ladder's test levels. One-pass baselines (fixed_depth, single_attn) are not
+probed: they have no fixed point. Probe levels name ladder levels, or "train" (the run's
 training level) and "hardest" (its last eval level); probes use held-out
 inputs (the probe's own data seed).
 
@@ -58,10 +60,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fpstab.architectures import ONE_PASS_ARCHS
 from fpstab.config import FIELDS, core_config_for, resolve_config, train_level_for
 
 TABLES = ("base", "axes", "include", "exclude", "task", "eval", "probe", "runtime")
-EVAL_KEYS = ("iters", "samples", "batch_size", "halt_tol", "solver", "solver_max_iter", "solver_tol")
+EVAL_KEYS = ("iters", "samples", "batch_size", "halt_tol", "solver", "solver_max_iter", "solver_tol", "plots")
 EVAL_SOLVERS = ("anderson", "broyden", "iterate", "none")
 PROBE_KEYS = ("levels", "samples", "iters", "tol", "solver", "dtype", "seed", "extra_args")
 RUNTIME_KEYS = ("compile", "log_every", "print_every")
@@ -201,7 +204,8 @@ def _run_spec(index: int, values: dict[str, Any], varying: Sequence[str], probe_
         train_level = str(train_level_for(cfg, task))
         core_config_for(cfg, task)
         levels = _eval_levels(task, train_level, eval_levels)
-        probes = _probe_levels(task, train_level, levels, run_probe_levels)
+        # A one-pass baseline has no fixed point: it is trained and evaluated, not probed.
+        probes = [] if cfg.arch in ONE_PASS_ARCHS else _probe_levels(task, train_level, levels, run_probe_levels)
     except ValueError as err:
         raise GridError(f"{where}: run {index} ({label}): {err}") from None
     name = "-".join(_slug(cfg.to_dict()[k]) for k in NAME_KEYS)
@@ -246,6 +250,8 @@ def _eval_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
     for key in ("iters", "samples", "batch_size", "solver_max_iter"):
         if key in opts and (isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1):
             raise GridError(f"{where} [eval] {key} = {opts[key]!r}; allowed: an int >= 1")
+    if "plots" in opts and not isinstance(opts["plots"], bool):
+        raise GridError(f"{where} [eval] plots = {opts['plots']!r}; allowed: true or false")
     for key in ("halt_tol", "solver_tol"):
         if key in opts and not (isinstance(opts[key], (int, float)) and opts[key] > 0):
             raise GridError(f"{where} [eval] {key} = {opts[key]!r}; allowed: a number > 0")

@@ -16,7 +16,8 @@ its last checkpoint, and an eval or probe record newer than the final
 checkpoint is kept. A diverged training is a result: the run is marked
 diverged and neither evaluated nor probed.
 
---jobs N runs N runs at once (on one GPU they share it). --shard i/n takes
+--jobs N runs N runs at once (on one GPU they share it). --only KEY=VALUE
+keeps the runs whose config matches (e.g. task=sudoku). --shard i/n takes
 runs i, i+n, i+2n, ... (0 <= i < n), so n machines or a scheduler's job
 array (e.g. SLURM_ARRAY_TASK_ID) can split one grid, all writing into one
 results tree: each run's files are written only by the shard that owns it.
@@ -69,6 +70,7 @@ class SweepOptions:
     data_cache: str | None = None
     jobs: int = 1
     shard: tuple[int, int] = (0, 1)
+    only: tuple[tuple[str, str], ...] = ()
     stop_after_s: float | None = None
     python: str = sys.executable
 
@@ -146,7 +148,10 @@ def eval_command(spec: RunSpec, run_dir: Path, opts: SweepOptions, grid: Grid) -
     cmd = [opts.python, "-m", "fpstab.cli", "eval", str(run_dir), "--levels", *spec.eval_levels,
            "--device", opts.device, "--quiet"]
     for key, value in grid.eval.items():
-        cmd += ["--" + key.replace("_", "-"), str(value)]
+        if key == "plots":
+            cmd += [] if value else ["--no-plots"]
+        else:
+            cmd += ["--" + key.replace("_", "-"), str(value)]
     return cmd + _common(opts)
 
 
@@ -300,10 +305,25 @@ def _fmt(seconds: float) -> str:
 
 
 # ---- the sweep ------------------------------------------------------------------------------
-def shard_runs(runs: Sequence[RunSpec], shard: tuple[int, int]) -> list[RunSpec]:
-    """Runs i, i+n, i+2n, ... of the grid for shard (i, n)."""
+def shard_runs(runs: Sequence[RunSpec], shard: tuple[int, int],
+               only: Sequence[tuple[str, str]] = ()) -> list[RunSpec]:
+    """Runs i, i+n, i+2n, ... of the grid for shard (i, n), keeping those whose
+    resolved config matches every (key, value) of `only` (values compared as text)."""
     i, n = shard
-    return [r for r in runs if r.index % n == i]
+    return [r for r in runs if r.index % n == i and all(str(r.config.get(k)) == v for k, v in only)]
+
+
+def parse_only(items: Sequence[str]) -> list[tuple[str, str]]:
+    """['task=sudoku', ...] -> [('task', 'sudoku'), ...]; keys must be TrainConfig keys."""
+    from fpstab.config import FIELDS
+
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in FIELDS:
+            raise ValueError(f"--only {item!r}: expected KEY=VALUE with KEY a TrainConfig key, e.g. task=sudoku")
+        out.append((key, value))
+    return out
 
 
 def sweep(grid: Grid, out: str | Path, opts: SweepOptions, quiet: bool = False) -> int:
@@ -312,7 +332,7 @@ def sweep(grid: Grid, out: str | Path, opts: SweepOptions, quiet: bool = False) 
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / GRID_FILE, grid.to_dict())
-    runs = shard_runs(grid.runs, opts.shard)
+    runs = shard_runs(grid.runs, opts.shard, opts.only)
     progress = Progress(total=len(runs))
     runner = Runner(grid, out, opts, progress, say)
     say(f"[sweep] {len(runs)} of {len(grid.runs)} runs (shard {opts.shard[0]}/{opts.shard[1]}), "
@@ -356,6 +376,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per stage (default: 1 on cpu, torch's choice on cuda)")
     parser.add_argument("--shard", default="0/1", help="i/n: run only runs i, i+n, ... (default: 0/1, all)")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                        help="run only the runs whose config has KEY=VALUE (repeatable, all must match)")
     parser.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
                         help="start nothing new after this, interrupt running trainings (they checkpoint)")
     parser.add_argument("--data-cache", default=None,
@@ -367,6 +389,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of `fpstab sweep`."""
     shard = parse_shard(args.shard)
+    only = tuple(parse_only(args.only))
     if args.jobs < 1:
         raise ValueError(f"--jobs {args.jobs}: must be >= 1")
     if args.threads is not None and args.threads < 1:
@@ -378,9 +401,9 @@ def run(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid)
     threads = args.threads if args.threads is not None else (1 if args.device == "cpu" else None)
     opts = SweepOptions(device=args.device, threads=threads, data_cache=args.data_cache, jobs=args.jobs,
-                        shard=shard, stop_after_s=args.stop_after)
+                        shard=shard, only=only, stop_after_s=args.stop_after)
     if args.dry_run:
-        for spec in shard_runs(grid.runs, shard):
+        for spec in shard_runs(grid.runs, shard, only):
             print(f"{spec.index:>3} {spec.name}: eval {list(spec.eval_levels)}, probe {list(spec.probe_levels)}")
         return EXIT_OK
     return sweep(grid, args.out, opts, quiet=args.quiet)

@@ -75,3 +75,8 @@ def test_load_grid_reads_toml_and_names_the_file(tmp_path):
         load_grid(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_grid(tmp_path / "missing.toml")
+
+
+def test_one_pass_baselines_are_not_probed():
+    g = grid(axes={"arch": ["standard_recall", "fixed_depth"], "norm": ["inner"]}, probe={"levels": ["train"]})
+    assert [r.probe_levels for r in g.runs] == [("32",), ()]

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs on a lent GPU machine from the repository root, with .whl/ (torchdeq and chess
+# wheels) and .cache/ (the task data, generated on a CPU beforehand) carried along:
+#
+#     bash results/paper_grid/device.sh STEP [STEP ...]     # STEP: bench | calibrate | grid:FILE:SECONDS
+#
+# Writes under $OUT: device.txt (GPU, torch), bench.{txt,json}, and for each sweep a
+# tarball of its run records (no checkpoints) plus the sweep's log.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:$PWD
+export FPSTAB_CACHE=$PWD/.cache/fpstab PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } | tee "$OUT/device.txt"
+
+sweep() {  # sweep GRID_FILE SECONDS NAME [sweep flags]
+    local runs=/tmp/runs/$3
+    python3 -m fpstab.cli sweep "$1" --out "$runs" --device cuda --jobs "${JOBS:-7}" --stop-after "$2" "${@:4}" \
+        2>&1 | tee "$OUT/sweep-$3.log"
+    tar czf "$OUT/runs-$3.tar.gz" --exclude='checkpoints' -C /tmp/runs "$3"
+}
+
+for step in "$@"; do
+    case $step in
+        bench) python3 benchmarks/train_speed.py --arch standard_recall --norm outer \
+                   --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" ;;
+        calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" calibrate ;;
+        grid:*) IFS=: read -r _ file seconds <<<"$step"
+                sweep "$file" "$seconds" "$(basename "$file" .toml)" ;;
+        *) echo "unknown step $step" >&2 ;;
+    esac
+done
+ls -la "$OUT"
