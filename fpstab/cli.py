@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("fpstab.evaluate", "evaluate a trained run across iterations and ladder levels"),
     "data": ("fpstab.data_command", "generate, cache and show task data"),
     "sweep": ("fpstab.sweep", "train, evaluate and probe every run of a grid file (resumable)"),
+    "report": ("fpstab.report", "markdown and HTML report of a results tree: accuracy, probes, correlations"),
 }
 
 

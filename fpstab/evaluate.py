@@ -43,8 +43,7 @@ from fpstab.runs import (
     run_dir_of,
 )
 
-EVAL_SCHEMA = "fpstab.eval"
-EVAL_SCHEMA_VERSION = 1
+from fpstab.reports.run_files import EVAL_SCHEMA, EVAL_SCHEMA_VERSION
 
 
 @torch.no_grad()

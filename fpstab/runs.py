@@ -28,18 +28,23 @@ from typing import Any
 
 import torch
 
-CONFIG_FILE = "config.json"
-STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.jsonl"
-EVAL_FILE = "eval.json"
+# The record files' names and schemas belong to reports (which reads them); checkpoints are torch's, here.
+from fpstab.reports.run_files import (  # noqa: F401  (re-exported for the writers in fpstab)
+    CONFIG_FILE,
+    CONFIG_SCHEMA,
+    CONFIG_VERSION,
+    EVAL_FILE,
+    METRICS_FILE,
+    PLOTS_DIR,
+    STATUS_FILE,
+)
+from fpstab.reports.run_files import load_metrics as read_metrics  # noqa: F401
+from fpstab.reports.run_files import read_json_file as read_json
+
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
-PLOTS_DIR = "plots"
-
 CHECKPOINT_FORMAT = "fpstab.checkpoint"
 CHECKPOINT_VERSION = 1
-CONFIG_SCHEMA = "fpstab.run_config"
-CONFIG_VERSION = 1
 STATES: tuple[str, ...] = ("running", "completed", "diverged", "interrupted")
 
 
@@ -73,17 +78,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """JSON (indent 2, keys in insertion order) written atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
-
-
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Parse a JSON file; a missing or broken file raises ValueError/FileNotFoundError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from err
 
 
 # ---- checkpoints ----------------------------------------------------------
@@ -188,14 +182,6 @@ class MetricsLog:
     def truncate(self, nbytes: int) -> None:
         with self.path.open("r+b") as f:
             f.truncate(nbytes)
-
-
-def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl (a run directory or the file)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # ---- loading a trained core -------------------------------------------------

@@ -46,17 +46,17 @@ from pathlib import Path
 from typing import Any
 
 from fpstab.grid import Grid, RunSpec, load_grid
-from fpstab.runs import (
+from fpstab.reports.run_files import (
     CONFIG_FILE,
     EVAL_FILE,
+    GRID_FILE,
     STATUS_FILE,
-    atomic_write_json,
-    last_checkpoint_path,
+    SWEEP_RUN_FILE,
+    SWEEP_RUN_SCHEMA,
+    probe_file,
 )
+from fpstab.runs import atomic_write_json, last_checkpoint_path
 
-SWEEP_RUN_FILE = "sweep.json"
-SWEEP_RUN_SCHEMA = "fpstab.sweep_run/1"
-GRID_FILE = "grid.json"
 STAGES = ("train", "eval", "probe")
 EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 130
 
@@ -116,7 +116,7 @@ def eval_is_current(run_dir: Path, levels: Sequence[str], final_step: int | None
 
 def probe_path(run_dir: Path, level: str) -> Path:
     """Where the probe record of `level` goes: RUN/probe-LEVEL.json."""
-    return run_dir / f"probe-{re.sub(r'[^A-Za-z0-9.+_-]', '_', level)}.json"
+    return run_dir / probe_file(level)
 
 
 def probe_is_current(run_dir: Path, level: str) -> bool:

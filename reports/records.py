@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-EVAL_SCHEMA = "fpstab.eval"
-EVAL_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
+from fpstab.reports.run_files import EVAL_FILE, EVAL_SCHEMA, EVAL_SCHEMA_VERSION, load_metrics  # noqa: F401
+
+EVAL_SCHEMA_VERSIONS: tuple[int, ...] = (EVAL_SCHEMA_VERSION,)
 _EVAL_KEYS = ("task", "arch", "norm", "iters", "levels")
 _LEVEL_KEYS = ("level", "n_samples", "accuracy", "final_accuracy", "best_accuracy", "best_iteration",
                "overthinking_penalty")
@@ -37,20 +38,12 @@ def load_eval(path: str | Path) -> dict[str, Any]:
     """Read and check an eval.json (a file, or a run directory holding one)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "eval.json"
+        path = path / EVAL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (run `fpstab eval` first)")
     record = json.loads(path.read_text())
     check_eval_record(record)
     return record
-
-
-def load_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a metrics.jsonl (a file, or a run directory holding one)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _pct(v: float | None) -> str:

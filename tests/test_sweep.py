@@ -42,6 +42,9 @@ def test_smoke_grid_trains_evaluates_probes_then_skips_what_is_done(tmp_path):
     assert commands_in(run / "logs" / "train.log") == 1 and commands_in(run / "logs" / "eval.log") == 1
     again = read(run / "sweep.json")["stages"]["train"]
     assert again["skipped"] == "already completed" and again["wall_s"] == first["wall_s"]
+    # the records make a report without any model code
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    assert "prefix_sum: accuracy by level" in (tmp_path / "report" / "index.md").read_text()
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_in_its_own_shard(tmp_path):

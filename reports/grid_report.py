@@ -1,0 +1,276 @@
+"""The extrapolation report of a results tree: do the probe's verdicts predict which cores extrapolate?
+
+`write_report(tree, out)` reads only run records (reports.run_files) and writes
+out/index.md, a self-contained out/index.html and out/figures/*.png:
+
+- per task, an accuracy table (rows: configurations, columns: eval levels; the
+  accuracy at the last iteration T as mean +- standard deviation over seeds,
+  n seeds per cell), with best iteration, overthinking and halting nfe at the
+  hardest level, and accuracy-vs-iteration ("schoop") plots with the training
+  iterations shaded;
+- the probe table: each run's verdicts and key figures at every probed level,
+  next to its accuracy at its hardest level;
+- the headline: Spearman's rho (95 % percentile bootstrap interval, seeded)
+  between each probe figure or verdict and hard-level accuracy across runs,
+  pooled and per task, with scatter plots, and a paragraph generated from
+  those numbers saying what they support and what they do not.
+
+The output depends only on the records: the same tree gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fpstab.reports.document import Block, to_html, to_markdown
+from fpstab.reports.probe_summary import AXES, FIGURES, VERDICT_SCORE, probe_summary
+from fpstab.reports.report_plots import scatter_figure, schoop_figure
+from fpstab.reports.run_files import RunRecord, find_runs
+from fpstab.reports.stats import Correlation, spearman
+
+ALWAYS = ("task", "arch", "norm")
+SEED_KEYS = ("seed",)
+
+
+# ---- what a run is and what it scored ----------------------------------------------------------
+def configuration_keys(runs: Sequence[RunRecord]) -> list[str]:
+    """task, arch, norm, then every other TrainConfig key whose value differs between runs (not seeds)."""
+    keys: list[str] = []
+    for run in runs:
+        keys += [k for k in run.train if k not in keys]
+    varying = [k for k in keys if k not in ALWAYS and k not in SEED_KEYS and k != "preset"
+               and len({repr(r.train.get(k)) for r in runs}) > 1]
+    return [*ALWAYS, *varying]
+
+
+def configuration(run: RunRecord, keys: Sequence[str]) -> str:
+    """The run's configuration label: arch+norm and the other varying keys (its task is a section)."""
+    t = run.train
+    extra = [f"{k}={t.get(k)}" for k in keys if k not in ALWAYS]
+    return f"{t.get('arch')}+{t.get('norm')}" + (" " + " ".join(extra) if extra else "")
+
+
+def eval_levels(run: RunRecord) -> list[str]:
+    return [str(lv["level"]) for lv in (run.eval or {}).get("levels", [])]
+
+
+def level_record(run: RunRecord, level: str) -> Mapping[str, Any] | None:
+    for lv in (run.eval or {}).get("levels", []):
+        if str(lv["level"]) == level:
+            return lv
+    return None
+
+
+def hard_accuracy(run: RunRecord) -> float | None:
+    """Exact-match accuracy at the last iteration T on the run's hardest (last) eval level."""
+    levels = eval_levels(run)
+    return level_record(run, levels[-1])["final_accuracy"] if levels else None
+
+
+# ---- tables --------------------------------------------------------------------------------------
+def accuracy_table(runs: Sequence[RunRecord], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Rows: configurations of one task; cells: acc@T mean +- sd over seeds (n)."""
+    levels: list[str] = []
+    for run in runs:
+        levels += [lv for lv in eval_levels(run) if lv not in levels]
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        groups[configuration(run, keys)].append(run)
+    header = ["configuration", *[f"{lv} acc@T (%)" for lv in levels], "hardest: best (%) @ t", "overthinking (pp)",
+              "halting acc (%) / nfe", "state"]
+    rows = []
+    for label, members in groups.items():
+        evaluated = [r for r in members if r.eval]
+        cells = [_mean_sd([_acc(r, lv) for r in evaluated]) for lv in levels]
+        hard = [level_record(r, levels[-1]) for r in evaluated] if levels else []
+        hard = [h for h in hard if h]
+        rows.append([label, *cells, _best(hard), _mean_sd([h["overthinking_penalty"] for h in hard]),
+                     _halting(hard), _states(members)])
+    return header, rows
+
+
+def probe_table(runs: Sequence[RunRecord],
+                keys_by_task: Mapping[str, Sequence[str]]) -> tuple[list[str], list[list[str]]]:
+    """One row per (run, probed level): verdicts, key figures and the run's hard-level accuracy."""
+    header = ["run", "level", *[a.replace("_", "-") for a in AXES], "max rho", "min sigma_min(I-J)",
+              "median IFT gain", "max path distance", "converged", "hard acc@T (%)"]
+    rows = []
+    for run in runs:
+        keys = keys_by_task[str(run.train.get("task"))]
+        for level, record in run.probes.items():
+            s = probe_summary(record)
+            rows.append([f"{run.train.get('task')} {configuration(run, keys)} s{run.train.get('seed')}", level,
+                         *[s["verdicts"][a] for a in AXES],
+                         *[_num(s["figures"][f]) for f in ("rho_max", "sigma_min", "ift_gain", "path_distance")],
+                         _pct(s["figures"]["converged_share"]), _pct(hard_accuracy(run))])
+    return header, rows
+
+
+# ---- correlations --------------------------------------------------------------------------------
+def probe_points(runs: Sequence[RunRecord], which: str) -> list[tuple[RunRecord, dict[str, Any]]]:
+    """(run, summary) of each run's probe at its training level ("train") or its last probed level ("hardest")."""
+    out = []
+    for run in runs:
+        if not run.probes or hard_accuracy(run) is None:
+            continue
+        levels = list(run.probes)
+        train = str(run.train.get("train_level") or (run.config.get("train_level")))
+        level = (train if train in run.probes else levels[0]) if which == "train" else levels[-1]
+        out.append((run, probe_summary(run.probes[level])))
+    return out
+
+
+def correlations(runs: Sequence[RunRecord], seed: int = 0) -> list[tuple[str, str, str, Correlation]]:
+    """(scope, probed level, quantity, Spearman vs hard acc) for every figure and verdict, pooled and per task."""
+    scopes = [("all tasks", list(runs))] + [(t, [r for r in runs if r.train.get("task") == t])
+                                            for t in sorted({str(r.train.get("task")) for r in runs})]
+    out = []
+    for scope, members in scopes:
+        for which in ("train", "hardest"):
+            points = probe_points(members, which)
+            acc = [hard_accuracy(r) for r, _ in points]
+            for f in FIGURES:
+                out.append((scope, which, f, spearman([s["figures"][f] for _, s in points], acc, seed=seed)))
+            for a in AXES:
+                out.append((scope, which, f"{a} verdict", spearman(
+                    [VERDICT_SCORE.get(s["verdicts"][a]) for _, s in points], acc, seed=seed)))
+    return out
+
+
+def correlation_table(found: Sequence[tuple[str, str, str, Correlation]]) -> tuple[list[str], list[list[str]]]:
+    """Rows: (quantity, probed level); columns: scopes; cells: rho [95 % interval] (n), * when it excludes 0."""
+    scopes = list(dict.fromkeys(scope for scope, _, _, _ in found))
+    cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for scope, which, what, c in found:
+        mark = " *" if c.excludes_zero() else ""
+        cells[(what, which)][scope] = "—" if c.rho is None else f"{c.rho:+.2f} [{c.lo:+.2f}, {c.hi:+.2f}] (n={c.n}){mark}"
+    rows = [[what, which, *[cell.get(s, "—") for s in scopes]] for (what, which), cell in cells.items()]
+    return ["quantity", "probed level", *scopes], rows
+
+
+def findings(runs: Sequence[RunRecord], found: Sequence[tuple[str, str, str, Correlation]]) -> str:
+    """A plain-language paragraph generated from the numbers (no claim beyond them)."""
+    probed = [r for r in runs if r.probes and hard_accuracy(r) is not None]
+    seeds = sorted({r.train.get("seed") for r in runs})
+    tasks = sorted({str(r.train.get("task")) for r in runs})
+    pooled = [(w, q, c) for s, w, q, c in found if s == "all tasks" and c.rho is not None]
+    strong = [f"{q} at the {w} level (rho {c.rho:+.2f}, interval [{c.lo:+.2f}, {c.hi:+.2f}], n={c.n})"
+              for w, q, c in pooled if c.excludes_zero()]
+    text = (f"{len(runs)} runs ({len(probed)} trained, evaluated and probed) on {', '.join(tasks)}, "
+            f"seeds {seeds}. Hard-level accuracy is exact match at the last evaluated iteration on each run's "
+            "hardest eval level. ")
+    if not pooled:
+        return text + "Too few probed runs with varying figures to correlate anything."
+    if strong:
+        text += ("Pooled over tasks, the 95 % bootstrap interval excludes zero for: " + "; ".join(strong) + ". ")
+    else:
+        text += "Pooled over tasks, no probe figure or verdict has a 95 % bootstrap interval that excludes zero. "
+    return text + ("Pooling mixes tasks of different difficulty, so read the per-task rows too; with a handful of "
+                   "runs per task an interval that includes zero means the grid cannot tell, not that there is no "
+                   "relation, and an interval that excludes it is evidence about these runs, not a law.")
+
+
+# ---- the whole report ------------------------------------------------------------------------------
+def build_report(runs: Sequence[RunRecord], out: Path, title: str, seed: int = 0) -> list[Block]:
+    """The report's blocks; figures are written under out/figures."""
+    tasks = sorted({str(r.train.get("task")) for r in runs})
+    keys_by_task = {t: configuration_keys([r for r in runs if r.train.get("task") == t]) for t in tasks}
+    blocks: list[Block] = [("h", 1, title), ("p", _overview(runs))]
+    for task in tasks:
+        members = [r for r in runs if r.train.get("task") == task]
+        keys = keys_by_task[task]
+        header, rows = accuracy_table(members, keys)
+        blocks += [("h", 2, f"{task}: accuracy by level"), ("p", _protocol(members)), ("table", header, rows)]
+        fig = schoop_figure(members, lambda r: configuration(r, keys), out / "figures" / f"schoop_{task}.png")
+        if fig is not None:
+            blocks.append(("img", fig, f"{task}: exact-match accuracy against iterations, mean over seeds; "
+                                       "shaded: the iterations seen in training"))
+    header, rows = probe_table(runs, keys_by_task)
+    blocks += [("h", 2, "Probe verdicts and figures"), ("table", header, rows)]
+    found = correlations(runs, seed=seed)
+    blocks += [("h", 2, "Do the probes predict extrapolation?"), ("p", findings(runs, found)),
+               ("p", "Spearman's rho between each quantity (verdicts as fail 0 < undetermined 1 < pass 2) and "
+                     "hard-level accuracy across runs, with its 95 % percentile bootstrap interval (2000 resamples); "
+                     "* marks an interval that excludes 0; — where fewer than 3 runs or a constant side."),
+               ("table", *correlation_table(found))]
+    fig = scatter_figure(probe_points(runs, "hardest"), hard_accuracy, FIGURES, out / "figures" / "scatter.png")
+    if fig is not None:
+        blocks.append(("img", fig, "Probe figures at each run's hardest probed level against its hard-level accuracy"))
+    return blocks
+
+
+def write_report(tree: str | Path, out: str | Path, title: str | None = None, seed: int = 0) -> tuple[Path, Path]:
+    """Read the runs under `tree`, write out/index.md and out/index.html; returns their paths."""
+    runs = find_runs(tree)
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    blocks = build_report(runs, out, title or f"fpstab report: {Path(tree).name}", seed=seed)
+    md, page = out / "index.md", out / "index.html"
+    md.write_text(to_markdown(blocks, out))
+    page.write_text(to_html(blocks, title or f"fpstab report: {Path(tree).name}"))
+    return md, page
+
+
+# ---- formatting helpers --------------------------------------------------------------------------
+def _acc(run: RunRecord, level: str) -> float | None:
+    rec = level_record(run, level)
+    return None if rec is None else rec["final_accuracy"]
+
+
+def _mean_sd(values: Sequence[float | None]) -> str:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return "—"
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return f"{100 * mean:.1f} (n=1)"
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return f"{100 * mean:.1f} ± {100 * sd:.1f} (n={len(vals)})"
+
+
+def _best(levels: Sequence[Mapping[str, Any]]) -> str:
+    if not levels:
+        return "—"
+    return ", ".join(f"{100 * lv['best_accuracy']:.1f} @ {lv['best_iteration']}" for lv in levels)
+
+
+def _halting(levels: Sequence[Mapping[str, Any]]) -> str:
+    h = [lv["halting"] for lv in levels if lv.get("halting")]
+    if not h:
+        return "—"
+    return ", ".join(f"{100 * x['accuracy']:.1f} / {x['mean_nfe']:.0f}" for x in h)
+
+
+def _states(members: Sequence[RunRecord]) -> str:
+    states = [r.state for r in members]
+    return ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+
+
+def _overview(runs: Sequence[RunRecord]) -> str:
+    states = [r.state for r in runs]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+    return (f"{len(runs)} runs ({counts}). Accuracy is exact match (every token right); acc@T is measured at the "
+            "last evaluated iteration T. Cells give mean ± standard deviation over seeds and n, the number of runs.")
+
+
+def _protocol(members: Sequence[RunRecord]) -> str:
+    t = members[0].train
+    ev = members[0].eval or {}
+    n = sorted({lv.get("n_samples") for r in members for lv in (r.eval or {}).get("levels", [])})
+    return (f"Trained on level {t.get('train_level') or '(ladder default)'}, d_model {t.get('d_model')}, "
+            f"{t.get('n_heads')} heads, {t.get('epochs')} epochs of {t.get('n_train')} at batch {t.get('batch_size')}, "
+            f"{t.get('train_iters')} training iterations; evaluated to T = {ev.get('iters', '?')} on {n} samples per level.")
+
+
+def _num(v: float | None) -> str:
+    if v is None or not math.isfinite(v):
+        return "—"
+    return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 or v == 0 else f"{v:.2e}"
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
