@@ -136,8 +136,9 @@ def train_command(spec: RunSpec, run_dir: Path, opts: SweepOptions, grid: Grid) 
         cmd += ["--preset", spec.train["preset"]]
     if (run_dir / CONFIG_FILE).is_file():
         cmd.append("--resume")
-    if grid.runtime.get("compile"):
-        cmd.append("--compile")
+    for flag in ("compile", "activation_checkpointing"):
+        if grid.runtime.get(flag):
+            cmd.append("--" + flag.replace("_", "-"))
     for key in ("log_every", "print_every"):
         if key in grid.runtime:
             cmd += ["--" + key.replace("_", "-"), str(grid.runtime[key])]

@@ -159,6 +159,19 @@ def autocast(device_type: str, precision: str) -> contextlib.AbstractContextMana
     return contextlib.nullcontext()
 
 
+def checkpointed(step_fn: StepFn) -> StepFn:
+    """step_fn whose differentiable calls keep only their inputs (h, e) for backward and recompute
+    the step there (torch.utils.checkpoint, non-reentrant): the same gradients, with a k-step unroll
+    holding k states instead of k steps' activations (at the paper's shape ~18 KB per token and
+    iteration). Calls without gradients run step_fn as is."""
+    def step(h: Tensor, e: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(step_fn, h, e, use_reentrant=False)
+        return step_fn(h, e)
+
+    return step
+
+
 def run_iters(step_fn: StepFn, h: Tensor, e: Tensor, iters: int) -> Tensor:
     """`iters` applications of h <- step(h, e). h, e: (B, n_tokens, d_model)."""
     for _ in range(iters):
@@ -319,6 +332,7 @@ class Runtime:
     quiet: bool = False
     data_cache: str | None = None
     stop_after_steps: int | None = None
+    activation_checkpointing: bool = False
 
 
 class _StopFlag:
@@ -378,6 +392,7 @@ def _run_config_record(cfg: TrainConfig, core_cfg: Any, level: Any, runtime: Run
             "device": runtime.device,
             "precision": precision,
             "compile": runtime.compile,
+            "activation_checkpointing": runtime.activation_checkpointing,
             "torch": torch.__version__,
             "fpstab": __version__,
             "python": sys.version.split()[0],
@@ -435,6 +450,8 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
     optimizer = make_optimizer(core, cfg)
     sampler = torch.Generator().manual_seed(cfg.seed + 7919)
     step_fn: StepFn = torch.compile(core.step) if runtime.compile else core.step
+    if runtime.activation_checkpointing:
+        step_fn = checkpointed(step_fn)
     # One-pass baselines (fixed_depth, single_attn) are trained and validated at one application.
     looped = bool(getattr(core, "looped", True))
     if not looped and cfg.grad_mode != "progressive":
@@ -633,6 +650,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the loop step")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="keep only each iteration's input state for backward and recompute the step "
+                             "(same gradients; ~1/30 of the activation memory for one more forward per step)")
     parser.add_argument("--log-every", type=int, default=10, help="steps per metrics.jsonl train record")
     parser.add_argument("--print-every", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -709,7 +729,8 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads={args.threads} must be >= 1")
         torch.set_num_threads(args.threads)
-    runtime = Runtime(device=device, compile=args.compile, log_every=args.log_every,
+    runtime = Runtime(device=device, compile=args.compile, activation_checkpointing=args.activation_checkpointing,
+                      log_every=args.log_every,
                       print_every_s=args.print_every, quiet=args.quiet, data_cache=args.data_cache,
                       stop_after_steps=args.stop_after_steps)
     try:

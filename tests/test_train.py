@@ -204,3 +204,29 @@ def test_compiled_step_trains(tmp_path: Path) -> None:
     """torch.compile of the loop step (slow on CPU: compiles C++)."""
     result = train(tiny_cfg(epochs=1), tmp_path / "compiled", Runtime(quiet=True, compile=True))
     assert result.state == "completed"
+
+
+def test_activation_checkpointing_gives_the_same_gradients_and_saves_only_states() -> None:
+    """A checkpointed 6-step unroll keeps 6 states for backward (not 6 steps' activations) and
+    produces the same loss and parameter gradients."""
+    from fpstab.architectures import build_core
+    from fpstab.tasks import get_task
+    from fpstab.train import checkpointed, compute_loss
+
+    cfg = tiny_cfg(d_model=16)
+    task = get_task("prefix_sum")
+    batch = task.make("16", 4, seed=0)
+    results = []
+    for wrap in (False, True):
+        torch.manual_seed(0)
+        core = build_core(core_config_for(cfg, task))
+        step = checkpointed(core.step) if wrap else core.step
+        saved: list[int] = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            out = compute_loss(core, step, task, cfg, batch.inputs, batch.targets, (0, 6))
+        out.loss.backward()
+        results.append((out.loss.detach(), {n: p.grad.clone() for n, p in core.named_parameters()}, sum(saved)))
+    (loss, grads, plain_saved), (loss_c, grads_c, ckpt_saved) = results
+    assert torch.equal(loss, loss_c)
+    assert all(torch.allclose(grads[n], grads_c[n], rtol=1e-5, atol=1e-7) for n in grads)
+    assert ckpt_saved < plain_saved / 4, (ckpt_saved, plain_saved)
