@@ -17,7 +17,8 @@ checkpoint is kept. A diverged training is a result: the run is marked
 diverged and neither evaluated nor probed.
 
 --jobs N runs N runs at once (on one GPU they share it). --only KEY=VALUE
-keeps the runs whose config matches (e.g. task=sudoku). --shard i/n takes
+keeps the runs whose config matches (e.g. --only task=sudoku --only
+task=chess: either task). --shard i/n takes
 runs i, i+n, i+2n, ... (0 <= i < n), so n machines or a scheduler's job
 array (e.g. SLURM_ARRAY_TASK_ID) can split one grid, all writing into one
 results tree: each run's files are written only by the shard that owns it.
@@ -308,10 +309,13 @@ def _fmt(seconds: float) -> str:
 # ---- the sweep ------------------------------------------------------------------------------
 def shard_runs(runs: Sequence[RunSpec], shard: tuple[int, int],
                only: Sequence[tuple[str, str]] = ()) -> list[RunSpec]:
-    """Runs i, i+n, i+2n, ... of the grid for shard (i, n), keeping those whose
-    resolved config matches every (key, value) of `only` (values compared as text)."""
+    """Runs i, i+n, i+2n, ... of the grid for shard (i, n), keeping those whose resolved config
+    matches `only`: for every key named there, one of its values (compared as text)."""
     i, n = shard
-    return [r for r in runs if r.index % n == i and all(str(r.config.get(k)) == v for k, v in only)]
+    wanted: dict[str, set[str]] = {}
+    for key, value in only:
+        wanted.setdefault(key, set()).add(value)
+    return [r for r in runs if r.index % n == i and all(str(r.config.get(k)) in vs for k, vs in wanted.items())]
 
 
 def parse_only(items: Sequence[str]) -> list[tuple[str, str]]:
@@ -378,7 +382,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads per stage (default: 1 on cpu, torch's choice on cuda)")
     parser.add_argument("--shard", default="0/1", help="i/n: run only runs i, i+n, ... (default: 0/1, all)")
     parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
-                        help="run only the runs whose config has KEY=VALUE (repeatable, all must match)")
+                        help="run only the runs whose config has KEY=VALUE (repeatable: values of one key "
+                             "are alternatives, different keys must all match)")
     parser.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
                         help="start nothing new after this, interrupt running trainings (they checkpoint)")
     parser.add_argument("--data-cache", default=None,

@@ -71,6 +71,8 @@ def test_shards_partition_the_grid():
     runs = load_grid(SMOKE).runs
     assert [r.index for r in shard_runs(runs, (0, 2))] == [0] and [r.index for r in shard_runs(runs, (1, 2))] == [1]
     assert parse_shard("3/4") == (3, 4)
+    assert [r.index for r in shard_runs(runs, (0, 1), [("arch", "no_recall"), ("arch", "standard_recall")])] == [0, 1]
+    assert [r.index for r in shard_runs(runs, (0, 1), [("arch", "no_recall"), ("norm", "inner")])] == []
     for bad in ("4/4", "1", "-1/2", "a/b"):
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)

@@ -2,7 +2,10 @@
 # Runs on a lent GPU machine from the repository root, with .whl/ (torchdeq and chess
 # wheels) and .cache/ (the task data, generated on a CPU beforehand) carried along:
 #
-#     bash results/paper_grid/device.sh STEP [STEP ...]     # STEP: bench | calibrate | grid:FILE:SECONDS
+#     bash results/paper_grid/device.sh STEP [STEP ...]
+#
+# STEP: bench | calibrate | grid:SECONDS[:KEY=VALUE,...] (the paper grid, or the runs whose config
+# matches, into results/paper_grid/runs: records committed from earlier calls are skipped there)
 #
 # Writes under $OUT: device.txt (GPU, torch), bench.{txt,json}, and for each sweep a
 # tarball of its run records (no checkpoints) plus the sweep's log.
@@ -15,20 +18,20 @@ export FPSTAB_CACHE=$PWD/.cache/fpstab PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } | tee "$OUT/device.txt"
 
-sweep() {  # sweep GRID_FILE SECONDS NAME [sweep flags]
-    local runs=/tmp/runs/$3
-    python3 -m fpstab.cli sweep "$1" --out "$runs" --device cuda --jobs "${JOBS:-7}" --stop-after "$2" "${@:4}" \
-        2>&1 | tee "$OUT/sweep-$3.log"
-    tar czf "$OUT/runs-$3.tar.gz" --exclude='checkpoints' -C /tmp/runs "$3"
+sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME [sweep flags]
+    python3 -m fpstab.cli sweep "$1" --out "$3" --device cuda --jobs "${JOBS:-7}" --stop-after "$2" "${@:5}" \
+        2>&1 | tee "$OUT/sweep-$4.log"
+    tar czf "$OUT/runs-$4.tar.gz" --exclude='checkpoints' -C "$(dirname "$3")" "$(basename "$3")"
 }
 
 for step in "$@"; do
     case $step in
         bench) python3 benchmarks/train_speed.py --arch standard_recall --norm outer \
                    --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" ;;
-        calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" calibrate ;;
-        grid:*) IFS=: read -r _ file seconds <<<"$step"
-                sweep "$file" "$seconds" "$(basename "$file" .toml)" ;;
+        calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" /tmp/runs/calibrate calibrate ;;
+        grid:*) IFS=: read -r _ seconds filter <<<"$step"
+                only=(); for kv in ${filter//,/ }; do only+=(--only "$kv"); done
+                sweep results/paper_grid/paper.toml "$seconds" results/paper_grid/runs paper "${only[@]}" ;;
         *) echo "unknown step $step" >&2 ;;
     esac
 done
