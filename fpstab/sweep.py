@@ -22,8 +22,9 @@ task=chess: either task). --shard i/n takes
 runs i, i+n, i+2n, ... (0 <= i < n), so n machines or a scheduler's job
 array (e.g. SLURM_ARRAY_TASK_ID) can split one grid, all writing into one
 results tree: each run's files are written only by the shard that owns it.
---stop-after S starts nothing new after S seconds and interrupts running
-trainings (they checkpoint first); rerun to finish.
+--stop-after S starts no training after S seconds and interrupts running
+ones (they checkpoint first); runs already trained are still evaluated and
+probed. Rerun to finish.
 
 Written into --out: grid.json (the expanded grid) and, per run, RUN/sweep.json
 (stage states, exit codes, wall times; schema fpstab.sweep_run/1).
@@ -178,15 +179,17 @@ class Runner:
     def __init__(self, grid: Grid, out: Path, opts: SweepOptions, progress: Progress, say: Any) -> None:
         self.grid, self.out, self.opts, self.progress, self.say = grid, out, opts, progress, say
         self.stopped = threading.Event()
-        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._procs: dict[subprocess.Popen[bytes], str] = {}
         self._lock = threading.Lock()
 
     def stop(self) -> None:
-        """No new stage starts; running stages get SIGINT (a training saves a checkpoint, exit 130)."""
+        """No training starts or goes on: running trainings get SIGINT (they checkpoint, exit 130).
+        Runs whose training is complete are still evaluated and probed, so no trained run is left
+        without its records (bound a sweep's total time from outside, e.g. `timeout`)."""
         self.stopped.set()
         with self._lock:
-            for proc in self._procs:
-                if proc.poll() is None:
+            for proc, stage in self._procs.items():
+                if stage == "train" and proc.poll() is None:
                     proc.send_signal(signal.SIGINT)
 
     def run(self, spec: RunSpec) -> dict[str, Any]:
@@ -232,13 +235,13 @@ class Runner:
         if eval_is_current(run_dir, spec.eval_levels, final_step):
             record["stages"]["eval"] = _skipped(previous, "eval", "current")
         elif not self._stage("eval", eval_command(spec, run_dir, self.opts, self.grid), run_dir, record):
-            return "stopped" if self.stopped.is_set() else "failed"
+            return "failed"
         for level in spec.probe_levels:
             stage = f"probe {level}"
             if probe_is_current(run_dir, level):
                 record["stages"][stage] = _skipped(previous, stage, "current")
             elif not self._stage(stage, probe_command(spec, run_dir, level, self.opts, self.grid), run_dir, record):
-                return "stopped" if self.stopped.is_set() else "failed"
+                return "failed"
         return "done"
 
     def _train_outcome(self, run_dir: Path) -> str:
@@ -246,7 +249,7 @@ class Runner:
 
     def _stage(self, name: str, cmd: list[str], run_dir: Path, record: dict[str, Any]) -> bool:
         """Run one stage's command (output to RUN/logs/); True when it exited 0."""
-        if self.stopped.is_set():
+        if self.stopped.is_set() and name == "train":
             record["stages"][name] = {"state": "not started (stopped)"}
             return False
         log = run_dir / "logs" / f"{name.replace(' ', '-')}.log"
@@ -256,10 +259,10 @@ class Runner:
             fh.flush()
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_child_env(self.opts))
             with self._lock:
-                self._procs.add(proc)
+                self._procs[proc] = name
             code = proc.wait()
             with self._lock:
-                self._procs.discard(proc)
+                self._procs.pop(proc, None)
         ok = code == 0
         record["stages"][name] = {"state": "ok" if ok else "failed", "exit": code,
                                   "wall_s": round(time.perf_counter() - t0, 2), "log": str(log.relative_to(run_dir)),
@@ -385,7 +388,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only the runs whose config has KEY=VALUE (repeatable: values of one key "
                              "are alternatives, different keys must all match)")
     parser.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
-                        help="start nothing new after this, interrupt running trainings (they checkpoint)")
+                        help="start no training after this and interrupt running ones (they checkpoint); "
+                             "trained runs are still evaluated and probed")
     parser.add_argument("--data-cache", default=None,
                         help="cache folder for generated task data (default $FPSTAB_CACHE or ~/.cache/fpstab)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")

@@ -18,16 +18,20 @@ export FPSTAB_CACHE=$PWD/.cache/fpstab PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } | tee "$OUT/device.txt"
 
-sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME [sweep flags]
-    python3 -m fpstab.cli sweep "$1" --out "$3" --device cuda --jobs "${JOBS:-7}" --stop-after "$2" "${@:5}" \
-        2>&1 | tee "$OUT/sweep-$4.log"
+sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME [sweep flags]: trainings stop after SECONDS,
+    # evals and probes of trained runs after HARD_S (default SECONDS + 150)
+    timeout "${HARD_S:-$(( $2 + 150 ))}" python3 -m fpstab.cli sweep "$1" --out "$3" --device cuda \
+        --jobs "${JOBS:-7}" --threads "${THREADS:-2}" --stop-after "$2" "${@:5}" 2>&1 | tee "$OUT/sweep-$4.log"
     tar czf "$OUT/runs-$4.tar.gz" --exclude='checkpoints' -C "$(dirname "$3")" "$(basename "$3")"
 }
 
 for step in "$@"; do
     case $step in
-        bench) python3 benchmarks/train_speed.py --arch standard_recall --norm outer \
-                   --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" ;;
+        bench) for model in fpstab plain; do  # one model per process: a timeout loses one half only
+                   timeout "${BENCH_S:-150}" python3 benchmarks/train_speed.py --arch standard_recall --norm outer \
+                       --models "$model" --variants "${VARIANTS:-eager_bf16,compile_bf16,eager_fp32}" \
+                       --steps "${STEPS:-10}" --warmup 3 --json "$OUT/bench-$model.json" 2>&1 | tee "$OUT/bench-$model.txt"
+               done ;;
         calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" /tmp/runs/calibrate calibrate ;;
         grid:*) IFS=: read -r _ seconds filter <<<"$step"
                 only=(); for kv in ${filter//,/ }; do only+=(--only "$kv"); done
