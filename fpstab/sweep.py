@@ -116,6 +116,15 @@ def eval_is_current(run_dir: Path, levels: Sequence[str], final_step: int | None
     return rec.get("checkpoint_step") == final_step and all(lv in have for lv in levels)
 
 
+def weights_lost(spec: RunSpec, run_dir: Path, status: dict[str, Any]) -> bool:
+    """True for a completed training whose checkpoint is gone while its eval or probes are not done:
+    nothing can finish those records without training again."""
+    if status.get("state") != "completed" or last_checkpoint_path(run_dir).is_file():
+        return False
+    evaluated = eval_is_current(run_dir, spec.eval_levels, status.get("step"))
+    return not (evaluated and all(probe_path(run_dir, lv).is_file() for lv in spec.probe_levels))
+
+
 def probe_path(run_dir: Path, level: str) -> Path:
     """Where the probe record of `level` goes: RUN/probe-LEVEL.json."""
     return run_dir / probe_file(level)
@@ -223,6 +232,9 @@ class Runner:
     def _stages(self, spec: RunSpec, run_dir: Path, record: dict[str, Any], previous: dict[str, Any]) -> str:
         """Run what is left of train -> eval -> probe; the run's final state."""
         status = run_status(run_dir)
+        if weights_lost(spec, run_dir, status):
+            # trained elsewhere, records copied without the checkpoint: train again (--resume starts over)
+            status = {}
         if status.get("state") != "completed" and status.get("state") != "diverged":
             if not self._stage("train", train_command(spec, run_dir, self.opts, self.grid), run_dir, record):
                 return "stopped" if self.stopped.is_set() else self._train_outcome(run_dir)

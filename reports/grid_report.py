@@ -65,6 +65,12 @@ def level_record(run: RunRecord, level: str) -> Mapping[str, Any] | None:
     return None
 
 
+def last_validation(run: RunRecord) -> float | None:
+    """Exact match on the held-out validation set at the training level and depth, at the last epoch logged."""
+    vals = [m["val_exact_match"] for m in run.metrics if m.get("kind") == "epoch" and "val_exact_match" in m]
+    return vals[-1] if vals else None
+
+
 def hard_accuracy(run: RunRecord) -> float | None:
     """Exact-match accuracy at the last iteration T on the run's hardest (last) eval level."""
     levels = eval_levels(run)
@@ -80,16 +86,16 @@ def accuracy_table(runs: Sequence[RunRecord], keys: Sequence[str]) -> tuple[list
     groups: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
         groups[configuration(run, keys)].append(run)
-    header = ["configuration", *[f"{lv} acc@T (%)" for lv in levels], "hardest: best (%) @ t", "overthinking (pp)",
-              "halting acc (%) / nfe", "state"]
+    header = ["configuration", "val (%)", *[f"{lv} acc@T (%)" for lv in levels], "hardest: best (%) @ t",
+              "overthinking (pp)", "halting acc (%) / nfe", "state"]
     rows = []
     for label, members in groups.items():
         evaluated = [r for r in members if r.eval]
         cells = [_mean_sd([_acc(r, lv) for r in evaluated]) for lv in levels]
         hard = [level_record(r, levels[-1]) for r in evaluated] if levels else []
         hard = [h for h in hard if h]
-        rows.append([label, *cells, _best(hard), _mean_sd([h["overthinking_penalty"] for h in hard]),
-                     _halting(hard), _states(members)])
+        rows.append([label, _mean_sd([last_validation(r) for r in members]), *cells, _best(hard),
+                     _mean_sd([h["overthinking_penalty"] for h in hard]), _halting(hard), _states(members)])
     return header, rows
 
 
@@ -246,8 +252,13 @@ def _halting(levels: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _states(members: Sequence[RunRecord]) -> str:
-    states = [r.state for r in members]
-    return ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+    """'1 completed', or '1 interrupted at step 397/640' for runs that stopped early."""
+    parts = []
+    for r in members:
+        step, total = r.status.get("step"), r.status.get("total_steps")
+        early = r.state != "completed" and step is not None and total
+        parts.append(f"{r.state} at step {step}/{total}" if early else r.state)
+    return ", ".join(f"{parts.count(s)} {s}" for s in sorted(set(parts)))
 
 
 def _overview(runs: Sequence[RunRecord]) -> str:
@@ -259,11 +270,14 @@ def _overview(runs: Sequence[RunRecord]) -> str:
 
 def _protocol(members: Sequence[RunRecord]) -> str:
     t = members[0].train
-    ev = members[0].eval or {}
+    level = t.get("train_level") or members[0].config.get("train_level") or "(ladder default)"
+    iters = sorted({r.eval.get("iters") for r in members if r.eval})
     n = sorted({lv.get("n_samples") for r in members for lv in (r.eval or {}).get("levels", [])})
-    return (f"Trained on level {t.get('train_level') or '(ladder default)'}, d_model {t.get('d_model')}, "
-            f"{t.get('n_heads')} heads, {t.get('epochs')} epochs of {t.get('n_train')} at batch {t.get('batch_size')}, "
-            f"{t.get('train_iters')} training iterations; evaluated to T = {ev.get('iters', '?')} on {n} samples per level.")
+    evaluated = (f"evaluated to T = {iters[-1]} iterations (one-pass baselines at 1) on {n} samples per level"
+                 if iters else "not evaluated")
+    return (f"Trained on level {level}, d_model {t.get('d_model')}, {t.get('n_heads')} heads, {t.get('epochs')} "
+            f"epochs of {t.get('n_train')} at batch {t.get('batch_size')}, {t.get('train_iters')} training iterations; "
+            f"{evaluated}. val: exact match on held-out inputs at the training level and depth, last epoch.")
 
 
 def _num(v: float | None) -> str:

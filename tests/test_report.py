@@ -57,10 +57,10 @@ def test_accuracy_table_groups_seeds_with_mean_sd_and_n(tree):
     keys = configuration_keys(runs)
     assert keys == ["task", "arch", "norm"]  # seed varies but is what the cells average over
     header, rows = accuracy_table(runs, keys)
-    assert header[1:3] == ["32 acc@T (%)", "64 acc@T (%)"]
+    assert header[1:4] == ["val (%)", "32 acc@T (%)", "64 acc@T (%)"]
     by = {r[0]: r for r in rows}
-    assert by["standard_recall+outer"][2] == "85.0 ± 7.1 (n=2)"
-    assert by["internal_recall+outer"][2] == "70.0 (n=1)" and by["no_recall+outer"][-1] == "2 completed"
+    assert by["standard_recall+outer"][3] == "85.0 ± 7.1 (n=2)"
+    assert by["internal_recall+outer"][3] == "70.0 (n=1)" and by["no_recall+outer"][-1] == "2 completed"
 
 
 def test_probe_figures_correlate_with_hard_accuracy_across_runs(tree):

@@ -67,6 +67,23 @@ def test_a_killed_run_resumes_from_its_checkpoint_in_its_own_shard(tmp_path):
     assert not (out / load_grid(grid_file).runs[0].name).exists()  # shard 0's run was left alone
 
 
+def test_a_completed_training_without_weights_or_records_is_trained_again(tmp_path):
+    """Records copied back from another machine without checkpoints: a run with eval and probes done
+    is complete; one that still needs them must train again, from step 0."""
+    from fpstab.sweep import weights_lost
+
+    spec = load_grid(SMOKE).runs[0]
+    run = tmp_path / spec.name
+    run.mkdir()
+    status = {"state": "completed", "step": 4}
+    assert weights_lost(spec, run, status)
+    (run / "eval.json").write_text(json.dumps({"checkpoint_step": 4, "levels": [{"level": "16"}, {"level": "32"}]}))
+    assert weights_lost(spec, run, status)  # the probe is still missing
+    (run / "probe-32.json").write_text("{}")
+    assert not weights_lost(spec, run, status)
+    assert not weights_lost(spec, run, {"state": "interrupted", "step": 2})  # --resume handles that one
+
+
 def test_shards_partition_the_grid():
     runs = load_grid(SMOKE).runs
     assert [r.index for r in shard_runs(runs, (0, 2))] == [0] and [r.index for r in shard_runs(runs, (1, 2))] == [1]
