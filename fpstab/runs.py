@@ -21,7 +21,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from fpstab.reports.run_files import (  # noqa: F401  (re-exported for the write
 )
 from fpstab.reports.run_files import load_metrics as read_metrics  # noqa: F401
 from fpstab.reports.run_files import read_json_file as read_json
+from fpstab.tasks.cache import atomic_write_bytes  # the one atomic writer (fsyncs the file and its folder)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
@@ -48,33 +48,11 @@ CHECKPOINT_VERSION = 1
 STATES: tuple[str, ...] = ("running", "completed", "diverged", "interrupted")
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, not ours, or from another config."""
 
 
 # ---- atomic files ---------------------------------------------------------
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` so a crash leaves the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """JSON (indent 2, keys in insertion order) written atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())

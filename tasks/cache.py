@@ -5,18 +5,22 @@ $FPSTAB_CACHE, else ~/.cache/fpstab. Every array in a file has the set's n
 as its first dimension; the key and the generation time are kept in a JSON
 string under "__meta__". Instance i of a set depends only on (seed, level, i),
 so a cached larger set with the same key serves a smaller request by slicing.
-Writes are atomic (temporary file in the same folder, then os.replace), so a
-killed run never leaves a half-written file under the final name.
+Writes are atomic (`atomic_write_bytes`: temporary file in the same folder,
+fsync, os.replace, fsync of the folder), so a killed run never leaves a
+half-written file under the final name; a truncated or corrupt file found
+anyway is rebuilt with a warning.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import tempfile
 import time
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,19 +68,48 @@ def _read(path: Path) -> dict[str, Any]:
         return {k: z[k] for k in z.files}
 
 
-def write_atomic(path: Path, arrays: dict[str, Any]) -> None:
-    """Save `arrays` as .npz at `path` via a temporary file and os.replace."""
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half.
+
+    A temporary file in the same folder is written, flushed and fsynced, renamed over `path`
+    (os.replace), and the folder is fsynced so the rename itself survives a power loss. The file
+    gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a platform without directory handles: the rename is as durable as it gets
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, arrays: dict[str, Any]) -> None:
+    """Save `arrays` as .npz at `path` atomically (see atomic_write_bytes)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _umask() -> int:
@@ -117,8 +150,10 @@ def load_or_build(
             arrays.pop(META, None)
             if all(len(v) >= key.n for v in arrays.values()):
                 return {k: v[: key.n] for k, v in arrays.items()}, source, True
-        except (OSError, ValueError, KeyError) as err:
-            warnings.warn(f"cache file {source} is unreadable ({err}); regenerating", stacklevel=2)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            # a truncated or corrupt file (a killed copy, a full disk) is rebuilt, not trusted
+            warnings.warn(f"cache file {source} is unreadable ({type(err).__name__}: {err}); regenerating",
+                          stacklevel=2)
     t0 = time.perf_counter()
     arrays = build()
     bad = {k: len(v) for k, v in arrays.items() if len(v) != key.n}

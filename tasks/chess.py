@@ -35,7 +35,6 @@ paper's code. Default ladder: train mate1, test mate2, mate3.
 from __future__ import annotations
 
 import bz2
-import csv
 import functools
 import io
 import random
@@ -51,6 +50,7 @@ import torch
 
 from fpstab.tasks.base import Ladder, Task
 from fpstab.tasks.mate_search import MateSearch, mates_in_one, unique_mate
+from fpstab.tasks.csv_rows import csv_rows
 from fpstab.tasks.parallel import instance_seed, map_ordered, stream_tag
 
 GENERATOR_VERSION = 1
@@ -355,16 +355,15 @@ def load_lichess_csv(
     ratings: list[int] = []
     ids: list[str] = []
     with _open_text(path) as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
+        rows = csv_rows(f, path)
+        _, header = next(rows, (0, None))
         if header is None:
             raise ValueError(f"{path}: empty file; expected a header with {','.join(LICHESS_COLUMNS)}")
         missing = [c for c in LICHESS_COLUMNS if c not in header]
         if missing:
             raise ValueError(f"{path}:1: header lacks {missing}; expected {','.join(LICHESS_COLUMNS)},...")
         col = {c: header.index(c) for c in LICHESS_COLUMNS}
-        for row in reader:
-            line = reader.line_num
+        for line, row in rows:
             if not row or all(not x.strip() for x in row):
                 continue
             try:
@@ -406,6 +405,8 @@ def _lichess_position(fen: str, moves_field: str) -> tuple[str, str]:
         board = chess.Board(fen)
     except ValueError as e:
         raise ValueError(f"bad FEN {fen!r}: {e}") from None
+    if not board.is_valid():
+        raise ValueError(f"FEN {fen!r} is not a legal position ({board.status()!r})")
     moves = moves_field.split()
     if len(moves) < 2:
         raise ValueError(f"Moves {moves_field!r} needs the opponent's move and the solution's first move")

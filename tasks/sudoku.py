@@ -33,7 +33,6 @@ medium, hard, extreme.
 
 from __future__ import annotations
 
-import csv
 import functools
 import random
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from fpstab.tasks.base import Ladder, Task
+from fpstab.tasks.csv_rows import csv_rows
 from fpstab.tasks.parallel import instance_seed, map_ordered, stream_tag
 from fpstab.tasks.sudoku_solver import (
     ALL,
@@ -287,8 +287,8 @@ def load_csv(
     ratings: list[float] = []
     sources: list[str] = []
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
+        rows = csv_rows(f, path)
+        _, header = next(rows, (0, None))
         if header is None:
             raise ValueError(f"{path}: empty file; expected the header {','.join(CSV_COLUMNS)}")
         names = [h.strip().lower() for h in header]
@@ -296,8 +296,7 @@ def load_csv(
         if missing:
             raise ValueError(f"{path}:1: header lacks {missing}; expected {','.join(CSV_COLUMNS)}")
         col = {c: names.index(c) for c in CSV_COLUMNS}
-        for row in reader:
-            line = reader.line_num
+        for line, row in rows:
             if not row or all(not field.strip() for field in row):
                 continue
             try:

@@ -241,3 +241,20 @@ def test_lichess_bad_header(tmp_path):
     bad.write_text("Id,Position,Moves,Rating\n")
     with pytest.raises(ValueError, match=r"header\.csv:1: header lacks \['PuzzleId', 'FEN'\]"):
         chess_task.load_lichess_csv(bad)
+
+
+def test_lichess_loader_rejects_an_illegal_position_with_file_and_line(tmp_path):
+    bad = tmp_path / "illegal.csv"
+    bad.write_text("PuzzleId,FEN,Moves,Rating\n"
+                   "X1,rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNP w KQkq - 0 1,h1h2 e7e5,900\n")
+    with pytest.raises(ValueError, match=r"illegal.csv:2: FEN .* is not a legal position"):
+        chess_task.load_lichess_csv(bad)
+
+
+@pytest.mark.parametrize("name, data", [("garbage.csv", bytes(range(256)) * 4),
+                                        ("corrupt.csv.bz2", b"BZh91AY&SY" + b"\x00\xff" * 64)])
+def test_lichess_loader_names_the_file_it_cannot_read(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=rf"{name}: cannot be read as UTF-8 CSV text"):
+        chess_task.load_lichess_csv(path)

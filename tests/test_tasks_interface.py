@@ -164,3 +164,23 @@ def test_train_level_may_be_composite():
     assert core_config_for(cfg, task).grid == (8, 8)
     with pytest.raises(ValueError, match="train_level='mate1\\+mate9'.*allowed: mate1"):
         train_level_for(TrainConfig(task="chess", train_level="mate1+mate9", n_train=10, batch_size=5), task)
+
+
+def test_a_truncated_cache_file_is_rebuilt_with_a_warning(tmp_path):
+    task = get_task("sudoku")
+    first = task.make("easy", 3, seed=5, cache_dir=tmp_path)
+    (path,) = tmp_path.rglob("*.npz")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a killed copy
+    with pytest.warns(UserWarning, match="unreadable.*regenerating"):
+        again = task.make("easy", 3, seed=5, cache_dir=tmp_path)
+    assert torch.equal(first.inputs, again.inputs)
+    assert cache.read_meta(path)  # rewritten whole
+
+
+def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
+    target = tmp_path / "record.json"
+    cache.atomic_write_bytes(target, b"old")
+    monkeypatch.setattr(cache.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        cache.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["record.json"]

@@ -135,3 +135,10 @@ def test_load_csv_bad_header(tmp_path):
     bad.write_text("source,puzzle,solution,rating\n")
     with pytest.raises(ValueError, match=r"header\.csv:1: header lacks \['question', 'answer'\]"):
         sudoku.load_csv(bad)
+
+
+def test_load_csv_names_a_file_that_is_not_text(tmp_path):
+    path = tmp_path / "binary.csv"
+    path.write_bytes(b"source,question,answer,rating\n" + bytes(range(128, 256)) * 8)
+    with pytest.raises(ValueError, match=r"binary.csv: cannot be read as UTF-8 CSV text"):
+        sudoku.load_csv(path)
