@@ -54,9 +54,11 @@ class TrainConfig:
         eval` data_seed + 2), so runs with different `seed` see the same data.
     Optimization (REFERENCE 1.4):
         AdamW(lr, betas, eps, weight_decay) with no decay on biases and norm
-        weights; lr(step) = lr * (1 - exp(-(step + 1) / (warmup_epochs *
-        steps_per_epoch))) * lr_decay ** (number of lr_milestones <= epoch);
-        gradient-norm clip grad_clip (0 disables).
+        weights; at epoch e the lr is lr * warm-up * lr_decay ** (number of
+        lr_milestones <= e), warm-up = 1 - exp(-(e + 1) / warmup_epochs) while
+        e + 1 < warmup_epochs, else 1 (the official code's exponential warm-up,
+        stepped per epoch: fpstab.train.lr_at); gradient-norm clip grad_clip
+        (0 disables).
     Loss:
         train_iters (m) loop iterations; grad_mode "progressive" uses the
         progressive loss with weight alpha (see fpstab.train.progressive_depths);
@@ -146,6 +148,9 @@ class TrainConfig:
         _check_float("weight_decay", self.weight_decay, low=0.0)
         _check_float("eps", self.eps, low=0.0, low_open=True)
         _check_float("warmup_epochs", self.warmup_epochs, low=0.0)
+        if 0.0 < self.warmup_epochs <= 1.0:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} has no effect (the warm-up factor of epoch e is "
+                             "1 - exp(-(e+1)/W) only while e+1 < W); use 0 for none or a value > 1")
         _check_float("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True)
         _check_float("grad_clip", self.grad_clip, low=0.0)
         _check_float("alpha", self.alpha, low=0.0, high=1.0)
@@ -222,7 +227,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_train": 8_000,
         "n_val": 500,
         "lr": 3e-4,
-        "warmup_epochs": 0.5,
+        "warmup_epochs": 2.0,  # epoch 0 at 1 - e^-0.5 = 39 % of the lr, then the full lr
         "lr_milestones": (4,),
         "train_iters": 30,
     },
