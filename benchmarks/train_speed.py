@@ -24,7 +24,9 @@ AdamW (`fpstab.train.make_optimizer`). Variants are `MODE_PRECISION`:
   (default standard_recall + outer norm, as the paper's grid trains).
 
 Timing: per variant both models are warmed up (compilation happens here; its
-wall time is the `setup s` column), then their timed steps alternate
+wall time is the `setup s` column; no variant starts after --budget-s, 170 s
+on cuda by default, so a default GPU run ends in about 3 minutes), then their
+timed steps alternate
 (plain, fpstab, plain, ...) so load on a shared machine hits both alike; the
 median step time is reported. FLOPs per step are counted once per model by
 torch.utils.flop_counter on an eager fp32 forward+backward under SDPA's MATH
@@ -289,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="plain,fpstab")
     p.add_argument("--arch", default="standard_recall")
     p.add_argument("--norm", default="outer")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no further variant after this many seconds (default: 170 on cuda, none on cpu)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     a = p.parse_args(argv)
@@ -351,8 +355,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model}: {sum(q.numel() for q in m.parameters()):,} params, "
               f"{flops[model] / 1e9:.2f} GFLOP per step (fwd+bwd, counted)")
 
+    budget = a.budget_s if a.budget_s is not None else (170.0 if cuda else float("inf"))
+    t_start = time.perf_counter()
     rows: list[Row] = []
     for variant in variants:
+        if time.perf_counter() - t_start > budget:
+            rows += [Row(m, variant, error=f"skipped: past the {budget:.0f} s budget (--budget-s)") for m in flops]
+            continue
         print(f"[{variant}] ...", flush=True)
         results = run_variant(variant, {m: maker(m) for m in models if m in flops}, x, y, warmup, steps)
         gflops: dict[str, float] = {}

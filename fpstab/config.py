@@ -148,9 +148,6 @@ class TrainConfig:
         _check_float("weight_decay", self.weight_decay, low=0.0)
         _check_float("eps", self.eps, low=0.0, low_open=True)
         _check_float("warmup_epochs", self.warmup_epochs, low=0.0)
-        if 0.0 < self.warmup_epochs <= 1.0:
-            raise ValueError(f"warmup_epochs={self.warmup_epochs} has no effect (the warm-up factor of epoch e is "
-                             "1 - exp(-(e+1)/W) only while e+1 < W); use 0 for none or a value > 1")
         _check_float("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True)
         _check_float("grad_clip", self.grad_clip, low=0.0)
         _check_float("alpha", self.alpha, low=0.0, high=1.0)

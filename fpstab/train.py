@@ -113,8 +113,8 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
       Its `dampen()` runs once when the scheduler is built (epoch 0) and then
       once at the end of every epoch (train_* in deepthinking/utils/training.py),
       so epoch e trains at that factor: 0.095, 0.18, ..., 0.59 for epochs 0-8,
-      then 1 from epoch 9 on. W = cfg.warmup_epochs here; 0 means no warm-up
-      (TrainConfig rejects 0 < W <= 1, for which the rule has no effect).
+      then 1 from epoch 9 on. W = cfg.warmup_epochs here; any W <= 1 means
+      no warm-up (epoch 0 already has e + 1 >= W), as in the official rule.
     - decay: MultiStepLR(milestones, gamma) stepped at the end of every epoch
       (deepthinking/utils/tools.py get_optimizer): lr_decay ** (number of
       lr_milestones <= epoch).
