@@ -32,8 +32,9 @@ Deviations from the official code, on purpose:
   step equals the official loop 1 (then q = N(e) = N(z)); for more layers it
   differs. Its norms inside the layers are the block's pre-norm (with gain;
   official: parameter-free); attention is non-causal (official: causal LM).
-- Local attention is a bool mask for SDPA with NATTEN's border semantics
-  (official: NATTEN na1d/na2d, kernel 5).
+- Local attention has NATTEN's border semantics (official: NATTEN na1d/na2d,
+  kernel 5) but runs on SDPA: a dense bool mask for short sequences, tiles
+  for long ones (neighborhood.py).
 """
 
 from __future__ import annotations

@@ -1,44 +1,70 @@
-"""Training-step speed: a plain looped pre-norm block vs fpstab's training step.
+"""Training-step speed: fpstab's training step beside a plain looped block, in one run.
 
-    python benchmarks/train_speed.py                 # paper shape, on cuda if present
-    python benchmarks/train_speed.py --small         # CPU-sized smoke run
+    python benchmarks/train_speed.py                        # paper shape on cuda (all variants, ~3 min)
+    python benchmarks/train_speed.py --small --threads 1    # CPU shape: d 64, 4 heads, batch 16
+    python benchmarks/train_speed.py --small --variants compile_fp32,compile_chunk_fp32 --batch 2 --iters 4
 
-Both models run the same shape: batch B of n tokens (in_dim/out_dim of the
-sudoku task: 81 tokens, 10 channels), d_model d, 8 heads, a 30-iteration
-fully differentiable unroll (progressive depths fixed to n=0, k=30), cross
-entropy on the last readout, backward, gradient clip and an AdamW step.
+Both models run the same shape: batch B of n tokens (the sudoku task's 81
+tokens, 10 input channels, 9 classes), d_model d, the same heads, the same
+fully differentiable unroll (progressive depths fixed to n=0, k=iters),
+cross-entropy on the last readout, backward, gradient clip 1 and the same
+AdamW (`fpstab.train.make_optimizer`). Variants are `MODE_PRECISION`:
 
-- "plain": the reference of issue 5 — h <- h + Attn(N(h)); h <- h + MLP(N(h)),
-  one weight-tied block, full attention via SDPA, no recall, no RoPE.
+    MODE       eager | compile (torch.compile of the step, default mode)
+               | compile_ro (mode="reduce-overhead": CUDA graphs on cuda)
+               | compile_chunk (a compiled loop of --chunk steps plus the
+                 compiled single step for the remainder: two graphs, no
+                 recompilation per iteration count)
+    PRECISION  fp32 | bf16 (autocast)
+
+- "plain": h <- h + Attn(N(h)); h <- h + MLP(N(h)): one weight-tied pre-norm
+  block, full attention by SDPA, no recall, no RoPE, no QK-norm; readout
+  RMSNorm + Linear.
 - "fpstab": `fpstab.train.train_step` on a core from `architectures`
-  (default arch no_recall + norm inner, the same math as "plain" plus RoPE
-  and QK-norm; --arch/--norm to change).
+  (default standard_recall + outer norm, as the paper's grid trains).
 
-Variants: eager fp32, eager bf16 autocast, torch.compile (of the loop step)
-bf16. FLOPs per step are counted once per model from its shapes
-(torch.utils.flop_counter on an eager fp32 forward+backward: matmuls and
-attention); fraction of peak = FLOPs / time / (--peak-tflops, default 795 =
-a measured H100 bf16 dense matmul peak).
+Timing: per variant both models are warmed up (compilation happens here; its
+wall time is the `setup s` column; no variant starts after --budget-s, 170 s
+on cuda by default, so a default GPU run ends in about 3 minutes), then their
+timed steps alternate
+(plain, fpstab, plain, ...) so load on a shared machine hits both alike; the
+median step time is reported. FLOPs per step are counted once per model by
+torch.utils.flop_counter on an eager fp32 forward+backward under SDPA's MATH
+backend, so attention counts as its matmuls for both models alike (the CPU
+flash kernel has no FLOP formula). `per-FLOP` is fpstab's achieved FLOP/s
+over the plain block's in the same variant. A variant that fails (e.g. a
+compiler error) is reported and the others still run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from fpstab.config import TrainConfig
-from fpstab.train import autocast, make_optimizer, train_step
+if __package__ in (None, ""):  # run as a file: measure the checkout this script lives in
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fpstab.config import TrainConfig  # noqa: E402
+from fpstab.train import autocast, make_optimizer, run_iters, train_step  # noqa: E402
+
+MODES = ("eager", "compile", "compile_ro", "compile_chunk")
+PRECISIONS = ("fp32", "bf16")
+StepFn = Callable[[Tensor, Tensor], Tensor]
 
 
 # ---- the plain reference ------------------------------------------------------
@@ -61,7 +87,7 @@ class PlainBlock(nn.Module):
 
 
 class PlainLooped(nn.Module):
-    """Embed -> T x PlainBlock (tied) -> RMSNorm + Linear readout."""
+    """Embed -> iters x PlainBlock (tied) -> RMSNorm + Linear readout."""
 
     def __init__(self, in_dim: int, out_dim: int, d: int, heads: int) -> None:
         super().__init__()
@@ -69,37 +95,81 @@ class PlainLooped(nn.Module):
         self.block = PlainBlock(d, heads)
         self.head = nn.Sequential(nn.RMSNorm(d), nn.Linear(d, out_dim))
 
+    def step(self, h: Tensor, e: Tensor) -> Tensor:
+        """The loop map; e is unused (no recall), kept for fpstab's step signature."""
+        return self.block(h)
 
-def plain_step_fn(model: PlainLooped, iters: int, compiled: bool, clip: float) -> Callable[[Tensor, Tensor, str], None]:
-    block = torch.compile(model.block) if compiled else model.block
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
-    def step(x: Tensor, y: Tensor, precision: str) -> None:
+# ---- compiled loops -------------------------------------------------------------
+class ChunkedLoop:
+    """A compiled loop of `chunk` steps and a compiled single step: k iterations are
+    k // chunk chunk calls plus k % chunk step calls, so any k reuses two graphs.
+
+    Called as a step function it is the compiled single step; `fpstab.train.run_iters`
+    uses its `run_iters`.
+    """
+
+    def __init__(self, step: StepFn, chunk: int) -> None:
+        self.chunk = chunk
+
+        def loop(h: Tensor, e: Tensor) -> Tensor:
+            for _ in range(chunk):
+                h = step(h, e)
+            return h
+
+        self.step, self.loop = torch.compile(step), torch.compile(loop)
+
+    def __call__(self, h: Tensor, e: Tensor) -> Tensor:
+        return self.step(h, e)
+
+    def run_iters(self, h: Tensor, e: Tensor, iters: int) -> Tensor:
+        chunks, rest = divmod(iters, self.chunk)
+        for _ in range(chunks):
+            h = self.loop(h, e)
+        for _ in range(rest):
+            h = self.step(h, e)
+        return h
+
+
+def step_function(step: StepFn, mode: str, chunk: int) -> StepFn:
+    """The model's loop step as the variant's MODE runs it."""
+    if mode == "eager":
+        return step
+    if mode == "compile":
+        return torch.compile(step)
+    if mode == "compile_ro":
+        return torch.compile(step, mode="reduce-overhead")
+    return ChunkedLoop(step, chunk)
+
+
+# ---- one optimizer step per model -------------------------------------------------
+TrainFn = Callable[[Tensor, Tensor], None]
+
+
+def plain_train_fn(model: PlainLooped, cfg: TrainConfig, step_fn: StepFn, precision: str) -> TrainFn:
+    opt = make_optimizer(model, cfg)
+
+    def train(x: Tensor, y: Tensor) -> None:
         with autocast(x.device.type, precision):
-            h = model.embed(x)
-            for _ in range(iters):
-                h = block(h)
-            logits = model.head(h).float()
+            e = model.embed(x)
+            logits = model.head(run_iters(step_fn, e, e, cfg.train_iters)).float()
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         float(loss.detach())  # one host sync per step, as fpstab's step has
 
-    return step
+    return train
 
 
-# ---- fpstab's step --------------------------------------------------------------
-def fpstab_step_fn(core: nn.Module, task: Any, cfg: TrainConfig, iters: int,
-                   compiled: bool) -> Callable[[Tensor, Tensor, str], None]:
-    step_fn = torch.compile(core.step) if compiled else core.step
+def fpstab_train_fn(core: nn.Module, task: Any, cfg: TrainConfig, step_fn: StepFn, precision: str) -> TrainFn:
     opt = make_optimizer(core, cfg)
 
-    def step(x: Tensor, y: Tensor, precision: str) -> None:
-        train_step(core, step_fn, task, cfg, opt, x, y, (0, iters), precision)
+    def train(x: Tensor, y: Tensor) -> None:
+        train_step(core, step_fn, task, cfg, opt, x, y, (0, cfg.train_iters), precision)
 
-    return step
+    return train
 
 
 # ---- measurement ----------------------------------------------------------------
@@ -107,50 +177,122 @@ def fpstab_step_fn(core: nn.Module, task: Any, cfg: TrainConfig, iters: int,
 class Row:
     model: str
     variant: str
-    ms_per_step: float
-    samples_per_s: float
-    iters_per_s: float
-    tflops: float
-    frac_peak: float
+    ms_per_step: float | None = None
+    samples_per_s: float | None = None
+    gflop_per_s: float | None = None
+    frac_peak: float | None = None
+    setup_s: float | None = None
+    per_flop_vs_plain: float | None = None
+    error: str | None = None
 
 
-def count_flops(fwd_bwd: Callable[[], None]) -> int:
-    """FLOPs of one eager forward+backward, from the shapes of its matmuls/attention."""
+def count_flops(run: Callable[[], None]) -> int:
+    """FLOPs of one eager forward+backward, attention counted as the MATH backend's matmuls."""
     counter = FlopCounterMode(display=False)
-    with counter:
-        fwd_bwd()
+    with counter, sdpa_kernel(SDPBackend.MATH):
+        run()
     return int(counter.get_total_flops())
 
 
-def time_steps(step: Callable[[Tensor, Tensor, str], None], x: Tensor, y: Tensor, precision: str,
-               warmup: int, steps: int) -> float:
-    """Mean seconds per step after `warmup` steps (cuda-synchronized)."""
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        step(x, y, precision)
-    sync()
-    t0 = time.perf_counter()
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {torch.get_num_threads()} torch threads"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def short_error(err: BaseException) -> str:
+    lines = [ln for ln in str(err).splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def run_variant(variant: str, makers: dict[str, Callable[[str, str], TrainFn]], x: Tensor, y: Tensor,
+                warmup: int, steps: int) -> dict[str, tuple[list[float], float] | str]:
+    """Warm up every model, then alternate their timed steps.
+
+    Returns model -> (step seconds, warm-up seconds) or an error string.
+    """
+    mode, precision = variant.rsplit("_", 1)
+    cuda = x.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    mark = torch.compiler.cudagraph_mark_step_begin if mode == "compile_ro" else (lambda: None)
+    torch._dynamo.reset()  # a fresh cache: earlier variants' graphs must not count against recompile limits
+    fns: dict[str, TrainFn] = {}
+    out: dict[str, tuple[list[float], float] | str] = {}
+    for model, make in makers.items():
+        try:
+            fn = make(mode, precision)
+            t0 = time.perf_counter()
+            for _ in range(warmup):
+                mark()
+                fn(x, y)
+            sync()
+            fns[model], out[model] = fn, ([], time.perf_counter() - t0)
+        except Exception as err:  # a variant that cannot run here is reported, not fatal
+            out[model] = short_error(err)
+            traceback.print_exc(limit=3, file=sys.stderr)
     for _ in range(steps):
-        step(x, y, precision)
-    sync()
-    return (time.perf_counter() - t0) / steps
+        for model in list(fns):
+            try:
+                mark()
+                t0 = time.perf_counter()
+                fns[model](x, y)
+                sync()
+                out[model][0].append(time.perf_counter() - t0)  # type: ignore[index,union-attr]
+            except Exception as err:
+                out[model] = short_error(err)
+                del fns[model]
+    return out
+
+
+def parse_variants(text: str) -> list[str]:
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    for v in variants:
+        mode, _, precision = v.rpartition("_")
+        if mode not in MODES or precision not in PRECISIONS:
+            raise SystemExit(f"--variants: {v!r} is not MODE_PRECISION with MODE in {MODES} and PRECISION in "
+                             f"{PRECISIONS} (e.g. eager_fp32, compile_chunk_bf16)")
+    return variants
+
+
+def print_table(rows: list[Row], cuda: bool) -> None:
+    print(f"\n{'model':<8} {'variant':<20} {'ms/step':>9} {'samples/s':>10} {'GFLOP/s':>9} "
+          f"{'% peak':>7} {'setup s':>8} {'per-FLOP vs plain':>18}")
+    for r in rows:
+        if r.error:
+            print(f"{r.model:<8} {r.variant:<20} FAILED: {r.error}")
+            continue
+        peak = f"{100 * r.frac_peak:>6.2f}%" if cuda and r.frac_peak is not None else f"{'-':>7}"
+        ratio = f"{r.per_flop_vs_plain:>18.2f}" if r.per_flop_vs_plain is not None else f"{'':>18}"
+        print(f"{r.model:<8} {r.variant:<20} {r.ms_per_step:>9.1f} {r.samples_per_s:>10.1f} {r.gflop_per_s:>9.1f} "
+              f"{peak} {r.setup_s:>8.1f} {ratio}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--small", action="store_true", help="CPU smoke size: d 64, 4 heads, batch 16, 6 iterations")
+    p.add_argument("--small", action="store_true", help="CPU shape: d 64, 4 heads, batch 16, 30 iterations")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     p.add_argument("--d-model", type=int, default=None)
     p.add_argument("--heads", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--iters", type=int, default=None, help="unrolled iterations (default 30)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per variant")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps per variant (compile happens here)")
-    p.add_argument("--peak-tflops", type=float, default=795.0, help="peak for the fraction column (H100 bf16: 795)")
-    p.add_argument("--variants", default="eager_fp32,eager_bf16,compile_bf16")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per model and variant")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per model and variant (compile happens here)")
+    p.add_argument("--chunk", type=int, default=5, help="steps per compiled chunk (compile_chunk variants)")
+    p.add_argument("--peak-tflops", type=float, default=795.0, help="peak for the %% peak column (H100 bf16: 795)")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated MODE_PRECISION (default cuda: eager_fp32,eager_bf16,compile_bf16,"
+                        "compile_ro_bf16,compile_chunk_bf16; cpu: eager_fp32)")
     p.add_argument("--models", default="plain,fpstab")
-    p.add_argument("--arch", default="no_recall")
-    p.add_argument("--norm", default="inner")
+    p.add_argument("--arch", default="standard_recall")
+    p.add_argument("--norm", default="outer")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no further variant after this many seconds (default: 170 on cuda, none on cpu)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     a = p.parse_args(argv)
@@ -160,73 +302,93 @@ def main(argv: list[str] | None = None) -> int:
     from fpstab.architectures import CoreConfig, build_core
     from fpstab.tasks import get_task
 
-    size = dict(d=64, heads=4, batch=16, iters=6, steps=3, warmup=1) if a.small else \
-        dict(d=256, heads=8, batch=500, iters=30, steps=20, warmup=5)
-    d = a.d_model or size["d"]
-    heads = a.heads or size["heads"]
-    batch = a.batch or size["batch"]
-    iters = a.iters or size["iters"]
+    size = dict(d=64, heads=4, batch=16, iters=30, steps=5, warmup=1) if a.small else \
+        dict(d=256, heads=8, batch=500, iters=30, steps=10, warmup=3)
+    d, heads = a.d_model or size["d"], a.heads or size["heads"]
+    batch, iters = a.batch or size["batch"], a.iters or size["iters"]
     steps = a.steps or size["steps"]
     warmup = a.warmup if a.warmup is not None else size["warmup"]
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
+    cuda = device.type == "cuda"
+    variants = parse_variants(a.variants or ("eager_fp32,eager_bf16,compile_bf16,compile_ro_bf16,compile_chunk_bf16"
+                                             if cuda else "eager_fp32"))
+    if cuda:
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
     task = get_task("sudoku")
     grid = tuple(task.grid(task.ladder().train))
-    n_tokens = 1
-    for g in grid:
-        n_tokens *= g
+    n_tokens = int(torch.tensor(grid).prod())
     gen = torch.Generator().manual_seed(0)
     x = F.one_hot(torch.randint(0, task.in_dim, (batch, n_tokens), generator=gen), task.in_dim).float().to(device)
     y = torch.randint(0, task.out_dim, (batch, n_tokens), generator=gen).to(device)
     cfg = TrainConfig(task="sudoku", arch=a.arch, norm=a.norm, d_model=d, n_heads=heads, batch_size=batch,
                       n_train=batch, train_iters=iters)
+    core_cfg = CoreConfig(arch=a.arch, norm=a.norm, d_model=d, n_heads=heads, in_dim=task.in_dim,
+                          out_dim=task.out_dim, grid=grid, attn_window=task.attn_window)
 
     def build(model: str) -> nn.Module:
         torch.manual_seed(0)
         if model == "plain":
             return PlainLooped(task.in_dim, task.out_dim, d, heads).to(device)
-        core_cfg = CoreConfig(arch=a.arch, norm=a.norm, d_model=d, n_heads=heads, in_dim=task.in_dim,
-                              out_dim=task.out_dim, grid=grid if len(grid) > 1 else None,
-                              attn_window=task.attn_window)
         return build_core(core_cfg).to(device)
 
-    def make_step(model: str, m: nn.Module, compiled: bool) -> Callable[[Tensor, Tensor, str], None]:
-        if model == "plain":
-            return plain_step_fn(m, iters, compiled, 1.0)  # type: ignore[arg-type]
-        return fpstab_step_fn(m, task, cfg, iters, compiled)
-
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-          f"torch {torch.__version__}; batch {batch} x {n_tokens} tokens, d {d}, {heads} heads, "
-          f"{iters}-iteration unroll + AdamW; {warmup} warm-up + {steps} timed steps; peak {a.peak_tflops} TFLOP/s")
-    rows: list[Row] = []
-    for model in a.models.split(","):
-        m = build(model)
-        flops = count_flops(lambda model=model: make_step(model, build(model), False)(x, y, "fp32"))
-        print(f"{model}: {sum(q.numel() for q in m.parameters()):,} params, "
-              f"{flops / 1e9:.1f} GFLOP per step (fwd+bwd, counted)")
-        for variant in a.variants.split(","):
-            compiled = variant.startswith("compile")
-            precision = "bf16" if variant.endswith("bf16") else "fp32"
+    def maker(model: str) -> Callable[[str, str], TrainFn]:
+        def make(mode: str, precision: str) -> TrainFn:
             m = build(model)
-            try:
-                sec = time_steps(make_step(model, m, compiled), x, y, precision, warmup, steps)
-            except Exception as err:  # a variant that cannot run here (e.g. no compiler) is reported, not fatal
-                print(f"  {model} {variant}: failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
-                continue
-            tflops = flops / sec / 1e12
-            rows.append(Row(model, variant, 1e3 * sec, batch / sec, iters / sec, tflops, tflops / a.peak_tflops))
+            step_fn = step_function(m.step, mode, a.chunk)
+            if model == "plain":
+                return plain_train_fn(m, cfg, step_fn, precision)  # type: ignore[arg-type]
+            return fpstab_train_fn(m, task, cfg, step_fn, precision)
+        return make
 
-    print()
-    print(f"{'model':<8} {'variant':<13} {'ms/step':>9} {'samples/s':>10} {'iters/s':>8} {'TFLOP/s':>8} {'% peak':>7}")
-    for r in rows:
-        print(f"{r.model:<8} {r.variant:<13} {r.ms_per_step:>9.1f} {r.samples_per_s:>10.0f} {r.iters_per_s:>8.0f} "
-              f"{r.tflops:>8.3f} {100 * r.frac_peak:>6.2f}%")
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    print(f"device {device}: {device_name(device)}; torch {torch.__version__}")
+    print(f"shape: batch {batch} x {n_tokens} tokens, d {d}, {heads} heads, {iters}-iteration unroll + AdamW; "
+          f"fpstab {a.arch}+{a.norm}; {warmup} warm-up + {steps} timed steps per model, alternating")
+    flops: dict[str, int] = {}
+    for model in models:
+        m = build(model)
+        try:
+            flops[model] = count_flops(lambda: maker(model)("eager", "fp32")(x, y))
+        except Exception as err:
+            print(f"{model}: FLOP count failed: {short_error(err)}")
+            continue
+        print(f"{model}: {sum(q.numel() for q in m.parameters()):,} params, "
+              f"{flops[model] / 1e9:.2f} GFLOP per step (fwd+bwd, counted)")
+
+    budget = a.budget_s if a.budget_s is not None else (170.0 if cuda else float("inf"))
+    t_start = time.perf_counter()
+    rows: list[Row] = []
+    for variant in variants:
+        if time.perf_counter() - t_start > budget:
+            rows += [Row(m, variant, error=f"skipped: past the {budget:.0f} s budget (--budget-s)") for m in flops]
+            continue
+        print(f"[{variant}] ...", flush=True)
+        results = run_variant(variant, {m: maker(m) for m in models if m in flops}, x, y, warmup, steps)
+        gflops: dict[str, float] = {}
+        for model, res in results.items():
+            if isinstance(res, str):
+                rows.append(Row(model, variant, error=res))
+                continue
+            sec = statistics.median(res[0])
+            gflops[model] = flops[model] / sec / 1e9
+            rows.append(Row(model, variant, 1e3 * sec, batch / sec, gflops[model],
+                            gflops[model] / 1e3 / a.peak_tflops, res[1]))
+        if "plain" in gflops and "fpstab" in gflops:
+            next(r for r in rows if r.variant == variant and r.model == "fpstab").per_flop_vs_plain = \
+                gflops["fpstab"] / gflops["plain"]
+        if cuda:
+            torch.cuda.empty_cache()
+
+    print_table(rows, cuda)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps({"device": str(device), "batch": batch, "tokens": n_tokens, "d_model": d,
-                                      "heads": heads, "iters": iters, "peak_tflops": a.peak_tflops,
-                                      "rows": [r.__dict__ for r in rows]}, indent=2) + "\n")
+        a.json.write_text(json.dumps({
+            "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "command": " ".join(sys.argv),
+            "batch": batch, "tokens": n_tokens, "d_model": d, "heads": heads, "iters": iters,
+            "arch": a.arch, "norm": a.norm, "warmup": warmup, "steps": steps, "chunk": a.chunk,
+            "peak_tflops": a.peak_tflops, "gflop_per_step": {k: v / 1e9 for k, v in flops.items()},
+            "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     return 0
 
 

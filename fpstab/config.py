@@ -55,9 +55,11 @@ class TrainConfig:
         eval` data_seed + 2), so runs with different `seed` see the same data.
     Optimization (REFERENCE 1.4):
         AdamW(lr, betas, eps, weight_decay) with no decay on biases and norm
-        weights; lr(step) = lr * (1 - exp(-(step + 1) / (warmup_epochs *
-        steps_per_epoch))) * lr_decay ** (number of lr_milestones <= epoch);
-        gradient-norm clip grad_clip (0 disables).
+        weights; at epoch e the lr is lr * warm-up * lr_decay ** (number of
+        lr_milestones <= e), warm-up = 1 - exp(-(e + 1) / warmup_epochs) while
+        e + 1 < warmup_epochs, else 1 (the official code's exponential warm-up,
+        stepped per epoch: fpstab.train.lr_at); gradient-norm clip grad_clip
+        (0 disables).
     Loss:
         train_iters (m) loop iterations; grad_mode "progressive" uses the
         progressive loss with weight alpha (see fpstab.train.progressive_depths);
@@ -223,7 +225,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_train": 8_000,
         "n_val": 500,
         "lr": 3e-4,
-        "warmup_epochs": 0.5,
+        "warmup_epochs": 2.0,  # epoch 0 at 1 - e^-0.5 = 39 % of the lr, then the full lr
         "lr_milestones": (4,),
         "train_iters": 30,
     },

@@ -69,7 +69,7 @@ def trajectory_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, iters: 
         rel = torch.where(torch.isfinite(rel), rel, torch.full_like(rel, float("inf")))
         logits = core.readout(nxt).float()
         correct.append(task.correct(logits, y))
-        token_acc.append(torch.as_tensor(task.metrics(logits, y)["token_acc"], dtype=torch.float32, device=rel.device))
+        token_acc.append(task.token_accuracy(logits, y))
         residual.append(rel)
         h = nxt
     return {"correct": torch.stack(correct).cpu(), "token_acc": torch.stack(token_acc).cpu(),
@@ -256,7 +256,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
                 with torch.no_grad():
                     logits = core(x, 1)[-1].float()
                 tr = {"correct": task.correct(logits, y).cpu()[None],
-                      "token_acc": torch.tensor([float(task.metrics(logits, y)["token_acc"])]),
+                      "token_acc": task.token_accuracy(logits, y).cpu()[None],
                       "residual": torch.full((1, x.shape[0]), float("nan"))}
             parts["correct"].append(tr["correct"])
             parts["residual"].append(tr["residual"])

@@ -101,17 +101,27 @@ def progressive_depths(m: int, generator: torch.Generator) -> tuple[int, int]:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate for optimizer step `step` (0-based).
+    """Learning rate for optimizer step `step` (0-based): lr * warm-up(epoch) * decay(epoch).
 
-    lr * warm-up * decay: warm-up 1 - exp(-(step + 1) / (warmup_epochs *
-    steps_per_epoch)) (exponential warm-up, applied per step; 1 when
-    warmup_epochs is 0), decay lr_decay ** (number of milestones <= epoch),
-    epoch = step // steps_per_epoch.
+    epoch = step // steps_per_epoch. Both factors change once per epoch, as in
+    the official code (github.com/ashlab11/generalization, grown out of
+    github.com/aks2203/deep-thinking; the same schedule in both):
+    - warm-up: `ExponentialWarmup` of deepthinking/utils/warmup.py (a copy of
+      the pytorch_warmup package's ExponentialWarmup with a cap added),
+      warmup_factor(e) = 1 - exp(-(e + 1) / W) while e + 1 < W, else 1, with
+      W = warmup_period = 10 (config/problem/hyp/_default_hyperparameters.yaml).
+      Its `dampen()` runs once when the scheduler is built (epoch 0) and then
+      once at the end of every epoch (train_* in deepthinking/utils/training.py),
+      so epoch e trains at that factor: 0.095, 0.18, ..., 0.59 for epochs 0-8,
+      then 1 from epoch 9 on. W = cfg.warmup_epochs here; any W <= 1 means
+      no warm-up (epoch 0 already has e + 1 >= W), as in the official rule.
+    - decay: MultiStepLR(milestones, gamma) stepped at the end of every epoch
+      (deepthinking/utils/tools.py get_optimizer): lr_decay ** (number of
+      lr_milestones <= epoch).
     """
-    spe = cfg.steps_per_epoch
-    warm_steps = cfg.warmup_epochs * spe
-    warm = 1.0 - math.exp(-(step + 1) / warm_steps) if warm_steps > 0 else 1.0
-    epoch = step // spe
+    epoch = step // cfg.steps_per_epoch
+    w = cfg.warmup_epochs
+    warm = 1.0 - math.exp(-(epoch + 1) / w) if epoch + 1 < w else 1.0
     decay = cfg.lr_decay ** sum(1 for m in cfg.lr_milestones if m <= epoch)
     return cfg.lr * warm * decay
 
@@ -173,7 +183,14 @@ def checkpointed(step_fn: StepFn) -> StepFn:
 
 
 def run_iters(step_fn: StepFn, h: Tensor, e: Tensor, iters: int) -> Tensor:
-    """`iters` applications of h <- step(h, e). h, e: (B, n_tokens, d_model)."""
+    """`iters` applications of h <- step(h, e). h, e: (B, n_tokens, d_model).
+
+    A step_fn with a `run_iters(h, e, iters)` method runs the loop itself
+    (e.g. a compiled fixed-length chunk of steps: benchmarks/train_speed.py).
+    """
+    loop = getattr(step_fn, "run_iters", None)
+    if loop is not None:
+        return loop(h, e, iters)
     for _ in range(iters):
         h = step_fn(h, e)
     return h
@@ -284,21 +301,19 @@ def evaluate_at(core: nn.Module, step_fn: StepFn, task: Any, inputs: Tensor, tar
     """
     was_training = core.training
     core.eval()
-    total = {"exact_match": 0.0, "token_acc": 0.0, "loss": 0.0}
     n_all = inputs.shape[0]
+    total = torch.zeros(3, dtype=torch.float64, device=device)  # summed on the device: one host sync at the end
     for start in range(0, n_all, batch_size):
         x = inputs[start:start + batch_size].to(device)
         y = targets[start:start + batch_size].to(device)
         with autocast(device.type, precision):
             e = core.encode(x)
             logits = core.readout(run_iters(step_fn, core.init_state(e), e, iters)).float()
-        m = task.metrics(logits, y)
-        b = x.shape[0]
-        total["exact_match"] += float(m["exact_match"]) * b
-        total["token_acc"] += float(m["token_acc"]) * b
-        total["loss"] += float(task.loss(logits, y)) * b
+        batch = [task.correct(logits, y).float().mean(), task.token_accuracy(logits, y), task.loss(logits, y)]
+        total += torch.stack(batch).double() * x.shape[0]
     core.train(was_training)
-    return {k: v / max(n_all, 1) for k, v in total.items()}
+    exact, token, loss = (total / max(n_all, 1)).tolist()
+    return {"exact_match": exact, "token_acc": token, "loss": loss}
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> Tensor:
@@ -620,7 +635,7 @@ _HELP: dict[str, str] = {
     "n_train": "training samples", "n_val": "held-out samples at the training level",
     "data_seed": "seed of the training data (val: +1, eval: +2)",
     "lr": "peak learning rate (paper preset: prefix_sum/chess 3e-4, sudoku 1e-3)",
-    "warmup_epochs": "exponential warm-up time constant, in epochs",
+    "warmup_epochs": "exponential warm-up period W in epochs (epoch e at 1 - exp(-(e+1)/W) while e+1 < W; 0: none)",
     "lr_milestones": "epochs at which the LR is multiplied by --lr-decay",
     "train_iters": "m: loop iterations in training",
     "alpha": "progressive-loss weight (1: progressive only)",

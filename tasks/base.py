@@ -248,13 +248,20 @@ class Task(ABC, Generic[SetT]):
         self._check_logits(logits, targets)
         return (logits.argmax(-1) == targets).all(-1)
 
+    def token_accuracy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Share of the B * n_tokens tokens whose argmax is the target: a float32
+        scalar tensor on the logits' device (no host sync; `metrics` gives floats).
+        logits (B, n_tokens, out_dim), targets (B, n_tokens)."""
+        self._check_logits(logits, targets)
+        with torch.no_grad():
+            return (logits.argmax(-1) == targets).float().mean()
+
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """exact_match (share of samples with `correct`) and token_acc (share of
         tokens whose argmax is the target). logits (B, n_tokens, out_dim)."""
-        self._check_logits(logits, targets)
         with torch.no_grad():
-            exact = self.correct(logits, targets).float().mean().item()
-            token = (logits.argmax(-1) == targets).float().mean().item()
+            exact = self.correct(logits, targets).float().mean()
+            exact, token = torch.stack([exact, self.token_accuracy(logits, targets)]).tolist()
         return {"exact_match": exact, "token_acc": token}
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Shared test settings: small, deterministic, CPU."""
 
+import pytest
 import torch
 from hypothesis import HealthCheck, Phase, settings
 
@@ -17,3 +18,18 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("fpstab")
+
+
+@pytest.fixture
+def host_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every tensor -> Python value conversion (a host sync on an accelerator) by method name."""
+    calls: list[str] = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self: torch.Tensor, *args: object, _name: str = name, _original: object = original) -> object:
+            calls.append(_name)
+            return _original(self, *args)  # type: ignore[operator]
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    return calls

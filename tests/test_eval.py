@@ -76,6 +76,22 @@ def test_per_iteration_accuracy_matches_forward(run_dir: Path) -> None:
     assert lv["solver"] is None and rec["solver"] is None
 
 
+def test_trajectory_scoring_stays_on_the_device(run_dir: Path, host_syncs: list[str]) -> None:
+    """No tensor is read back to Python inside the iteration loop: the counts do not grow with T."""
+    from fpstab.evaluate import trajectory_metrics
+    from fpstab.tasks import get_task
+
+    core, _, _, _ = load_run(run_dir)
+    data = get_task("prefix_sum").make("16", 4, 0)
+    counts = []
+    for iters in (2, 7):
+        host_syncs.clear()
+        out = trajectory_metrics(core, get_task("prefix_sum"), data.inputs, data.targets, iters)
+        counts.append(len(host_syncs))
+        assert out["token_acc"].shape == (iters,)
+    assert counts == [0, 0], host_syncs
+
+
 def test_halting_reads_first_converged_iteration() -> None:
     residual = torch.tensor([[0.5, 0.5, 0.5], [1e-4, 0.5, 0.2], [1e-5, 1e-5, 0.1], [1e-6, 1e-6, 0.1]])  # (T=4, B=3)
     correct = torch.tensor([[False, True, False], [True, False, False], [False, True, False], [True, True, True]])

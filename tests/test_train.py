@@ -28,7 +28,7 @@ QUIET = Runtime(quiet=True)
 def tiny_cfg(**changes: object) -> TrainConfig:
     """A seconds-sized prefix-sum config: 4 steps/epoch, 2 epochs."""
     base = dict(task="prefix_sum", arch="standard_recall", norm="outer", d_model=16, n_heads=2,
-                n_train=32, n_val=8, batch_size=8, epochs=2, lr=3e-3, warmup_epochs=0.5,
+                n_train=32, n_val=8, batch_size=8, epochs=2, lr=3e-3, warmup_epochs=1.5,
                 lr_milestones=[1], train_iters=4, train_level="16")
     return resolve_config(None, {**base, **changes})
 
@@ -53,6 +53,28 @@ def test_training_steps_decrease_loss() -> None:
               for _ in range(40)]
     chance = math.log(2)
     assert losses[0] > chance and sum(losses[-5:]) / 5 < 0.95 * chance, losses
+
+
+def test_validation_reads_back_once_whatever_the_batches(host_syncs: list[str]) -> None:
+    from fpstab.architectures import build_core
+    from fpstab.tasks import get_task
+    from fpstab.train import evaluate_at
+
+    cfg = tiny_cfg()
+    task = get_task("prefix_sum")
+    core = build_core(core_config_for(cfg, task))
+    data = task.make("16", 12, seed=0)
+    results = []
+    for batch_size in (12, 4):
+        host_syncs.clear()
+        results.append(evaluate_at(core, core.step, task, data.inputs, data.targets, 3, batch_size,
+                                   torch.device("cpu"), "fp32"))
+        assert host_syncs == ["tolist"]
+    assert results[0] == pytest.approx(results[1])
+    with torch.no_grad():
+        logits = core(data.inputs, 3)[-1]
+    assert results[0]["token_acc"] == pytest.approx(task.metrics(logits, data.targets)["token_acc"])
+    assert results[0]["loss"] == pytest.approx(float(task.loss(logits, data.targets)), rel=1e-5)
 
 
 @pytest.mark.parametrize("depths, embed_learns", [((0, 3), True), ((2, 1), False)])

@@ -142,19 +142,21 @@ def test_no_decay_on_biases_and_norms() -> None:
     assert sum(len(g["params"]) for g in param_groups(model, 0.01)) == total
 
 
-def test_schedule_shape() -> None:
+def test_schedule_is_the_official_per_epoch_warmup_and_step_decay() -> None:
+    """Official ExponentialWarmup(warmup_period=10), dampened once per epoch, then MultiStepLR(60, 100)."""
     cfg = resolve_config("paper", {"n_train": 1000, "batch_size": 100, "epochs": 100})  # 10 steps/epoch
     lrs = [lr_at(cfg, s) for s in range(cfg.total_steps)]
-    peak = cfg.lr
-    # exponential warm-up: increasing, 1 - e^-1 of peak after warmup_epochs
-    assert all(b > a for a, b in zip(lrs[:599], lrs[1:600]))
-    assert lrs[0] == pytest.approx(peak * (1 - math.exp(-1 / 100)))
-    assert lrs[99] == pytest.approx(peak * (1 - math.exp(-1)))
-    # step decay x0.1 at epoch 60 (milestone 100 is the end of training)
-    assert lrs[600] == pytest.approx(0.1 * lrs[599], rel=1e-3)
-    assert lrs[-1] < 0.1 * peak and lrs[599] > 0.99 * peak
-    no_warm = cfg.replace(warmup_epochs=0.0)
-    assert lr_at(no_warm, 0) == peak
+    per_epoch = [lrs[10 * e:10 * e + 10] for e in range(100)]
+    assert all(len(set(steps)) == 1 for steps in per_epoch)  # constant within an epoch
+    factors = [steps[0] / cfg.lr for steps in per_epoch]
+    assert factors[0] == pytest.approx(0.0951626, rel=1e-6)  # 1 - e^-0.1
+    assert factors[8] == pytest.approx(0.5934303, rel=1e-6)  # 1 - e^-0.9
+    assert all(b > a for a, b in zip(factors[:10], factors[1:10]))
+    assert factors[9:60] == [1.0] * 51  # full lr from epoch 9 (not 63 % at the end of the warm-up)
+    assert factors[60:] == pytest.approx([0.1] * 40)  # x0.1 at epoch 60; milestone 100 is the end
+    assert lr_at(cfg.replace(warmup_epochs=0.0), 0) == lr_at(cfg.replace(warmup_epochs=1.0), 0) == cfg.lr
+    assert lr_at(cfg.replace(warmup_epochs=2.5), 10) == pytest.approx(cfg.lr * (1 - math.exp(-2 / 2.5)))
+    assert lr_at(cfg.replace(warmup_epochs=2.5), 20) == cfg.lr
 
 
 # ---- progressive-loss sampler ---------------------------------------------
