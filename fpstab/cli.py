@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
+    except BrokenPipeError:
+        # the reader went away (`fpstab ... | head`): stop quietly, as command-line tools do
+        sys.stderr.close()
+        return 0
     except (ValueError, FileNotFoundError) as err:
         # Bad input the user can act on: one line, no traceback.
         print(f"fpstab {args.command}: error: {err}", file=sys.stderr)
