@@ -85,10 +85,12 @@ def _product_dtype(z: Tensor) -> torch.dtype:
     """The precision the backward products of z run in: z's dtype, or the
     autocast dtype when autocast is on (it casts the matmuls' inputs)."""
     device = z.device.type
-    if torch.is_autocast_enabled(device):
-        low = torch.get_autocast_dtype(device)
-        if torch.finfo(low).eps > torch.finfo(z.dtype).eps:
-            return low
+    try:
+        enabled, low = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    except (AttributeError, TypeError):  # torch < 2.4: no per-device autocast queries
+        return z.dtype
+    if enabled and torch.finfo(low).eps > torch.finfo(z.dtype).eps:
+        return low
     return z.dtype
 
 

@@ -110,13 +110,16 @@ def _least_squares(hess: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     hess (B, k+1, k), beta (B,). Returns y (B, k), the residual norm (B,) of
     the small problem (GMRES's residual estimate) and sigma_max(H) (B,), a
     lower bound on ||A||. SVD-based (gelsd), so a breakdown's zero columns
-    are harmless.
+    are harmless; a sample whose products went non-finite gets y = 0 and
+    residual inf, without disturbing the others.
     """
     h = hess.detach().to("cpu", torch.float64)
     rhs = torch.zeros(h.shape[0], h.shape[1], 1, dtype=torch.float64)
     rhs[:, 0, 0] = beta.detach().to("cpu", torch.float64)
+    bad = ~(torch.isfinite(h).all(dim=(1, 2)) & torch.isfinite(rhs).all(dim=(1, 2)))
+    h, rhs = torch.where(bad[:, None, None], 0.0, h), torch.where(bad[:, None, None], 0.0, rhs)
     fit = torch.linalg.lstsq(h, rhs, driver="gelsd")
-    res = (rhs - h @ fit.solution).norm(dim=(1, 2))
+    res = torch.where(bad, float("inf"), (rhs - h @ fit.solution).norm(dim=(1, 2)))
     return fit.solution[:, :, 0], res, fit.singular_values[:, 0]
 
 

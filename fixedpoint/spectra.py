@@ -12,15 +12,14 @@
   converges at a rate set by sigma_min^2 / sigma_max^2 (hopeless near a
   singular I - J); on the inverse the smallest singular values are the
   largest, far from the rest, and a few steps suffice even when clustered.
-  The answer is then certified by the residual of the singular triplet on
-  I - J itself.
+  Its error is the Ritz residual on the inverse, plus what the inexact
+  solves and the products' rounding can move it.
 
 Every function returns an `Estimate` (value, converged, error, products).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
@@ -75,6 +74,10 @@ def _dominant_ritz(hess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = hess.shape[2]
     thetas, errors = [], []
     for hb in hess:
+        if not np.isfinite(hb).all():  # this sample's products went non-finite
+            thetas.append(complex("nan"))
+            errors.append(np.inf)
+            continue
         vals, vecs = np.linalg.eig(hb[:m, :m])
         i = int(np.argmax(np.abs(vals)))
         y = vecs[:, i] / max(np.linalg.norm(vecs[:, i]), 1e-300)
@@ -115,7 +118,10 @@ def _thick_restart(arn: Arnoldi, hess: np.ndarray, keep: int) -> None:
 def _schur_head(h: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
     """(Z (m, k), T (k, k)): an orthonormal basis of the invariant subspace of
     h's k >= keep largest-modulus eigenvalues (a complex pair is never
-    split) and h restricted to it, Z^T h Z."""
+    split) and h restricted to it, Z^T h Z. A non-finite h (a sample whose
+    products blew up) keeps its first basis vector only."""
+    if not np.isfinite(h).all():
+        return np.eye(h.shape[0])[:, :1], np.zeros((1, 1))
     moduli = np.sort(np.abs(np.linalg.eigvals(h)))[::-1]
     for p in range(min(keep, len(moduli) - 1), len(moduli)):
         if moduli[p - 1] - moduli[p] > 1e-9 * max(moduli[0], 1e-300):
@@ -153,12 +159,13 @@ def largest_singular_value(
 
 
 class _Bidiagonal:
-    """A Golub-Kahan run: bases U, V (B, k, N), the top Ritz singular value
-    `top` (B,) of B_k with its left/right coordinates (B, k) and its relative
-    residual `error` (B,) (CPU float64)."""
+    """A Golub-Kahan run: bases U, V (B, k, N), all Ritz singular values
+    (B, k) of B_k, descending, the top one `top` (B,) with its left/right
+    coordinates (B, k) and its relative residual `error` (B,) (CPU float64)."""
 
-    def __init__(self, us: Tensor, vs: Tensor, top: Tensor, left: Tensor, right: Tensor, error: Tensor) -> None:
-        self.us, self.vs, self.top, self.left, self.right, self.error = us, vs, top, left, right, error
+    def __init__(self, us: Tensor, vs: Tensor, values: Tensor, left: Tensor, right: Tensor, error: Tensor) -> None:
+        self.us, self.vs, self.values, self.left, self.right, self.error = us, vs, values, left, right, error
+        self.top = values[:, 0]
         self.steps = us.shape[1]
 
 
@@ -193,15 +200,19 @@ def _golub_kahan(
             bd[:, j, j + 1] = beta
         if (j + 1) % check_every and j + 1 < steps:
             continue
-        p, s, qh = torch.linalg.svd(bd[:, : j + 1, : j + 1].detach().to("cpu", torch.float64))
+        small = bd[:, : j + 1, : j + 1].detach().to("cpu", torch.float64)
+        bad = ~torch.isfinite(small).all(dim=(1, 2))  # a sample whose products went non-finite
+        p, s, qh = torch.linalg.svd(torch.where(bad[:, None, None], 0.0, small))
         top = s[:, 0]
         error = beta.detach().cpu().double().abs() * p[:, -1, 0].abs() / top.clamp_min(1e-300)
         if extra_error is not None:
             error = error + extra_error(top)
-        if bool((error <= tol).all()) or j + 1 == steps:
+        error = torch.where(bad, float("inf"), error.nan_to_num(float("inf")))
+        s = torch.where(bad[:, None], float("nan"), s)
+        if bool(((error <= tol) | bad).all()) or j + 1 == steps:
             break
     k = j + 1
-    return _Bidiagonal(us[:, :k], vs[:, :k], top, p[:, :, 0], qh[:, 0, :], error)
+    return _Bidiagonal(us[:, :k], vs[:, :k], s, p[:, :, 0], qh[:, 0, :], error)
 
 
 def _next_unit(w: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:

@@ -108,7 +108,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str, int, dict[str, Any]]
     from fpstab.architectures import build_core
     from fpstab.tasks import get_task
 
-    from fpstab.config import core_config_for, resolve_config, train_level_for
+    from fpstab.config import core_config_for, resolve_config
 
     if args.checkpoint is not None:
         from fpstab.runs import load_run
@@ -138,7 +138,9 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str, int, dict[str, Any]]
         "d_model": core_cfg.d_model,
         "n_heads": core_cfg.n_heads,
     }
-    return core, task, str(train_level_for(train_cfg, task)), data_seed, describe
+    # The training level as the run stored it (a composite such as "easy+medium" included): task.make checks it.
+    level = train_cfg.train_level if train_cfg.train_level is not None else task.ladder().train
+    return core, task, str(level), data_seed, describe
 
 
 def levels_to_probe(train_level: str, extra: list[str], task: Any) -> list[str]:

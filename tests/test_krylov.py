@@ -104,3 +104,17 @@ def test_krylov_matches_dense_on_a_nonlinear_map(seed: int, gain: float, n: int)
     rho = spectral_radius(f, h, steps=24)
     close = (rho.value - torch.linalg.eigvals(jac).abs().amax(1)).abs() <= 1e-6 * rho.value
     assert (close | ~rho.converged).all()
+
+
+def test_a_sample_whose_map_goes_non_finite_is_reported_not_raised() -> None:
+    mats = spectrum_matrices(40, 2, top=(0.6,), bulk=0.3, seed=5)
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        out = linear_map(mats)(h)
+        return torch.cat([out[:1], out[1:] * float("nan")])
+
+    h = torch.ones(2, 40, dtype=torch.float64)
+    for est in (spectral_radius(f, h, steps=10), smallest_singular_value(f, h, steps=10),
+                gmres(lambda v: v - f(v), h, steps=10)):
+        assert est.converged.tolist() == [True, False] and torch.isinf(est.error[1])
+    assert torch.allclose(spectral_radius(f, h, steps=10).value[0], dense_rho(mats)[0])
