@@ -8,25 +8,56 @@ Levels (techniques: "singles" = naked + hidden singles; backtracks and
 guesses are the reference solver's counts over the search that proves
 uniqueness, see `fpstab.tasks.sudoku_solver`):
 
-| level   | techniques needed    | backtracks | clues                          |
-|---------|----------------------|------------|--------------------------------|
-| easy    | singles suffice      | 0          | 36-45 (target drawn uniformly) |
-| medium  | singles suffice      | 0          | <= 35 (singles-minimal, ~21-28)|
-| hard    | guessing needed      | 1-9        | minimal puzzle (~21-28)        |
-| extreme | guessing needed      | >= 10      | minimal puzzle (~22-26)        |
+| level      | techniques needed | backtracks | clues                            |
+|------------|-------------------|------------|----------------------------------|
+| easy       | singles suffice   | 0          | 36-45 (target drawn uniformly)   |
+| medium     | singles suffice   | 0          | <= 35 (singles-minimal)          |
+| hard       | guessing needed   | 1-9        | minimal puzzle                   |
+| extreme    | guessing needed   | 10-29      | minimal, <= cap drawn from 21-24 |
+| fiendish   | guessing needed   | 30-99      | minimal, <= cap drawn from 21-24 |
+| diabolical | guessing needed   | >= 100     | minimal, <= 24                   |
 
 How each is made: a random complete grid, then clues removed in random
 order. easy and medium remove a clue only while singles still solve the
 puzzle (which implies uniqueness); easy stops at its target clue count,
-medium when no clue can go. hard and extreme remove a clue only while the
-solution stays unique, until no clue can go (a minimal puzzle), and keep
-the puzzle if its rating falls in the band; otherwise they start over with
-a new grid. About 55 % of minimal puzzles are hard and 4.5 % extreme.
+medium when no clue can go. hard removes a clue only while the solution
+stays unique, until no clue can go (a minimal puzzle), and keeps the puzzle
+if its rating falls in the band; otherwise it starts over with a new grid.
+extreme, fiendish and diabolical are found by the local search of
+`fpstab.tasks.sudoku_search.search_minimal` (perturb and re-minimize,
+first down to the clue cap, then up into the band; it stops on entering the
+band, so ratings gather near the bottom of each band). Plain digging gives
+minimal puzzles of 21-28 clues and rarely 10 or more backtracks (of 300 dug
+with seed 0: 4 %, none with 30); a well-known hard collection has 17-26 clues
+(median 22) and a median of 42 backtracks on this solver; the searched
+levels reach that range. Below 20 clues the walk is slow: in 10 walks of
+1500 moves on one grid each (a clue-only objective) 5 reached 19 clues and
+none 18; 17-clue puzzles exist for few grids.
+
+Measured (generator v2, seed 0, 40 puzzles per level, one worker; CPU
+seconds, so the rate is one core's whatever else runs):
+
+    python benchmarks/task_ladders.py --task sudoku --n 40
+
+| level      | puzzles per CPU s | clues min / median / max | backtracks min / quartiles / max |
+|------------|-------------------|--------------------------|----------------------------------|
+| easy       | 90                | 36 / 41 / 45             | 0                                |
+| medium     | 49                | 22 / 24 / 27             | 0                                |
+| hard       | 27                | 22 / 24 / 26             | 1 / 1, 2, 3 / 9                  |
+| extreme    | 0.95              | 20 / 22 / 24             | 10 / 11, 13, 18 / 29             |
+| fiendish   | 0.30              | 20 / 22 / 24             | 30 / 31, 34, 40 / 84             |
+| diabolical | 0.21              | 21 / 23 / 24             | 100 / 107, 118, 134 / 222        |
+
+Every generated puzzle has exactly one solution and, from hard on, is
+minimal (tests). Generator v2 added the three searched levels and bounded
+the old open band "extreme" (>= 10) to 10-29; easy, medium and hard are
+unchanged (same puzzles for the same seed: their random streams keep
+revision 1), and v1 cache files are not read (the version is in the key).
 
 Encoding: 81 tokens, one-hot over 10 channels (channel 0 = blank, k =
 digit k), in_dim 10; targets are the solution's digit - 1 (classes 0..8),
 out_dim 9, for every cell, given or not. Default ladder: train easy, test
-medium, hard, extreme.
+medium, hard, extreme, fiendish, diabolical.
 
 `load_csv` reads the sudoku-extreme CSV (source,question,answer,rating).
 """
@@ -47,18 +78,10 @@ import torch.nn.functional as F
 from fpstab.tasks.base import Ladder, Task
 from fpstab.tasks.csv_rows import csv_rows
 from fpstab.tasks.parallel import instance_seed, map_ordered, stream_tag
-from fpstab.tasks.sudoku_solver import (
-    ALL,
-    DIGIT_OF_BIT,
-    POPCOUNT,
-    _propagate,
-    has_solution_other_than,
-    is_valid_solution,
-    singles_solve,
-    solve,
-)
+from fpstab.tasks.sudoku_search import OPEN_TOP, MinimalPuzzles, random_solution, search_minimal
+from fpstab.tasks.sudoku_solver import is_valid_solution, singles_solve, solve
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -66,7 +89,11 @@ class SudokuLevel:
     """A ladder level: which technique it needs and its clue and backtrack ranges (inclusive).
 
     dig_to_target: stop removing clues at a clue count drawn from `clues`
-    (else remove until no clue can go).
+    (else remove until no clue can go). search: made by the local search of
+    `fpstab.tasks.sudoku_search.search_minimal`, with a clue cap drawn from
+    `clues`. revision: the generator version in which the level last changed;
+    it seeds the level's random stream, so a level that did not change keeps
+    its puzzles when the version goes up.
     """
 
     name: str
@@ -74,13 +101,17 @@ class SudokuLevel:
     clues: tuple[int, int]
     backtracks: tuple[int, int]
     dig_to_target: bool = False
+    search: bool = False
+    revision: int = 1
 
 
 LEVELS: dict[str, SudokuLevel] = {
     "easy": SudokuLevel("easy", True, (36, 45), (0, 0), dig_to_target=True),
     "medium": SudokuLevel("medium", True, (17, 35), (0, 0)),
     "hard": SudokuLevel("hard", False, (17, 81), (1, 9)),
-    "extreme": SudokuLevel("extreme", False, (17, 81), (10, 10**9)),
+    "extreme": SudokuLevel("extreme", False, (21, 24), (10, 29), search=True, revision=2),
+    "fiendish": SudokuLevel("fiendish", False, (21, 24), (30, 99), search=True, revision=2),
+    "diabolical": SudokuLevel("diabolical", False, (24, 24), (100, OPEN_TOP), search=True, revision=2),
 }
 
 
@@ -114,46 +145,21 @@ class SudokuSet:
 # --- generation ---------------------------------------------------------------
 
 
-def random_solution(rng: random.Random) -> list[int]:
-    """A random complete grid (81 digits): randomized MRV search with singles propagation."""
-    def fill(cells: list[int]) -> list[int] | None:
-        best, best_count = -1, 10
-        for i in range(81):
-            c = POPCOUNT[cells[i]]
-            if 1 < c < best_count:
-                best, best_count = i, c
-        if best < 0:
-            return cells
-        digits = [1 << d for d in range(9) if cells[best] >> d & 1]
-        rng.shuffle(digits)
-        for b in digits:
-            child = cells[:]
-            child[best] = b
-            if _propagate(child, [best]):
-                done = fill(child)
-                if done is not None:
-                    return done
-        return None
-
-    cells = fill([ALL] * 81)
-    assert cells is not None  # an empty grid always has a completion
-    return [DIGIT_OF_BIT[m] for m in cells]
-
-
 def _dig(rng: random.Random, solution: list[int], spec: SudokuLevel) -> list[int]:
     """Remove clues from `solution` in random order, keeping the level's invariant."""
-    puzzle = solution[:]
     order = list(range(81))
     rng.shuffle(order)
     target = rng.randint(*spec.clues) if spec.dig_to_target else 0
+    if not spec.singles_only:
+        return MinimalPuzzles(rng, solution).minimize(solution[:], order)
+    puzzle = solution[:]
     clues = 81
     for i in order:
         if clues <= target:
             break
         d = puzzle[i]
         puzzle[i] = 0
-        keep = singles_solve(puzzle) if spec.singles_only else not has_solution_other_than(puzzle, i, d)
-        if keep:
+        if singles_solve(puzzle):
             clues -= 1
         else:
             puzzle[i] = d
@@ -163,7 +169,11 @@ def _dig(rng: random.Random, solution: list[int], spec: SudokuLevel) -> list[int
 def _make_one(level: str, seed: int, index: int) -> tuple[list[int], list[int], int, bool, int, int, int]:
     """Instance `index` of a set: (puzzle, solution, clues, singles_only, guesses, backtracks, attempts)."""
     spec = LEVELS[level]
-    rng = random.Random(instance_seed(seed, stream_tag("sudoku", level, str(GENERATOR_VERSION)), index))
+    rng = random.Random(instance_seed(seed, stream_tag("sudoku", level, str(spec.revision)), index))
+    if spec.search:
+        puzzle, solution, result, made = search_minimal(rng, rng.randint(*spec.clues), spec.backtracks)
+        return (puzzle, solution, 81 - puzzle.count(0), result.singles_only, result.guesses,
+                result.backtracks, made)
     attempts = 0
     while True:
         attempts += 1
@@ -368,11 +378,12 @@ def format_grid(grid: Sequence[int]) -> str:
 
 
 def _stats(x: np.ndarray) -> str:
-    return f"min {x.min()}, mean {x.mean():.1f}, max {x.max()}"
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return f"min {x.min():g}, quartiles {q1:g} / {med:g} / {q3:g}, max {x.max():g}, mean {x.mean():.1f}"
 
 
 class SudokuTask(Task[SudokuSet]):
-    """9x9 sudoku; levels easy < medium < hard < extreme (see the module docstring)."""
+    """9x9 sudoku; levels easy < medium < hard < extreme < fiendish < diabolical (see the module docstring)."""
 
     name = "sudoku"
     in_dim = 10
@@ -382,7 +393,7 @@ class SudokuTask(Task[SudokuSet]):
     cached = True
 
     def ladder(self) -> Ladder:
-        return Ladder(levels=tuple(LEVELS), train="easy", test=("medium", "hard", "extreme"))
+        return Ladder(levels=tuple(LEVELS), train="easy", test=tuple(LEVELS)[1:])
 
     def _grid(self, level: str) -> tuple[int, ...]:
         return (9, 9)

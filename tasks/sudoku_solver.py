@@ -35,6 +35,8 @@ UNITS = ROWS + COLS + BOXES
 PEERS = tuple(
     tuple(sorted({j for unit in UNITS if i in unit for j in unit} - {i})) for i in range(81)
 )
+# cell -> bit mask of the three units (indices into UNITS) that hold it
+UNIT_BITS = tuple(sum(1 << u for u, unit in enumerate(UNITS) if i in unit) for i in range(81))
 POPCOUNT = tuple(bin(m).count("1") for m in range(512))
 # mask with a single bit -> digit 1..9
 DIGIT_OF_BIT = {1 << d: d + 1 for d in range(9)}
@@ -69,13 +71,20 @@ def _check_grid(grid: Sequence[int]) -> None:
             raise ValueError(f"sudoku cell {i} holds {v}; allowed 0 (blank) or 1..9")
 
 
-def _propagate(cells: list[int], queue: list[int]) -> bool:
+def _propagate(cells: list[int], queue: list[int], changed: int = -1) -> bool:
     """Naked and hidden singles until nothing changes, in place.
 
     queue: indices of cells just fixed to one digit whose peers still hold it.
-    Returns False on a contradiction (a cell or a unit runs out of a digit).
+    changed: a cell whose candidates shrank without being fixed (-1: none).
+    The other cells must already be closed under both rules: only the units
+    of cells that change are searched for hidden singles, which is what makes
+    the solver fast. Returns False on a contradiction (a cell or a unit runs
+    out of a digit).
     """
-    peers = PEERS
+    peers, unit_bits = PEERS, UNIT_BITS
+    dirty = unit_bits[changed] if changed >= 0 else 0
+    for i in queue:
+        dirty |= unit_bits[i]
     while True:
         while queue:
             i = queue.pop()
@@ -87,10 +96,17 @@ def _propagate(cells: list[int], queue: list[int]) -> bool:
                     if not m:
                         return False
                     cells[p] = m
+                    dirty |= unit_bits[p]
                     if not m & (m - 1):
                         queue.append(p)
+        if not dirty:
+            return True
         # Hidden singles: a digit that fits only one cell of a unit.
-        for unit in UNITS:
+        todo, dirty = dirty, 0
+        while todo:
+            low = todo & -todo
+            todo ^= low
+            unit = UNITS[low.bit_length() - 1]
             once = twice = 0
             for i in unit:
                 m = cells[i]
@@ -108,8 +124,7 @@ def _propagate(cells: list[int], queue: list[int]) -> bool:
                             return False  # two digits that each fit only here
                         cells[i] = h
                         queue.append(i)
-        if not queue:
-            return True
+                        dirty |= unit_bits[i]
 
 
 def _initial_cells(grid: Sequence[int]) -> tuple[list[int], list[int]] | None:
@@ -196,28 +211,34 @@ def singles_solve(grid: Sequence[int]) -> bool:
     return _propagate(cells, queue) and all(not m & (m - 1) for m in cells)
 
 
-def has_solution_other_than(grid: Sequence[int], cell: int, digit: int) -> bool:
-    """True if `grid` has a solution whose `cell` is not `digit`.
+def other_solution(grid: Sequence[int], cell: int, digit: int) -> tuple[int, ...] | None:
+    """A solution of `grid` whose `cell` is not `digit` (81 digits), or None if there is none.
 
     The uniqueness test used while digging holes: with the known solution s,
     removing a clue keeps the puzzle unique iff no solution puts another
-    digit in that cell.
+    digit in that cell. The solution found (the first in the solver's
+    deterministic order) certifies that the clue is needed.
     """
     start = _initial_cells(grid)
     if start is None:
-        return False
+        return None
     cells, queue = start
     m = cells[cell] & ~(1 << (digit - 1))
     if not m:
-        return False
+        return None
     cells[cell] = m
     if not m & (m - 1):
         queue.append(cell)
-    if not _propagate(cells, queue):
-        return False
+    if not _propagate(cells, queue, changed=cell):
+        return None
     search = _Search(1)
     search.run(cells)
-    return bool(search.solutions)
+    return search.solutions[0] if search.solutions else None
+
+
+def has_solution_other_than(grid: Sequence[int], cell: int, digit: int) -> bool:
+    """True if `grid` has a solution whose `cell` is not `digit` (see `other_solution`)."""
+    return other_solution(grid, cell, digit) is not None
 
 
 def is_valid_solution(grid: Sequence[int]) -> bool:

@@ -11,7 +11,7 @@ def test_make_then_reuse_then_show(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "sudoku level easy: n 3, seed 1" in out and "per second" in out
-    assert "train easy; test medium, hard, extreme" in out
+    assert "train easy; test medium, hard, extreme, fiendish, diabolical" in out
     assert "inputs (3, 81, 10) float32, targets (3, 81) int64" in out and "clues: min" in out
     assert str(tmp_path / "sudoku") in out
     assert main(args) == 0
@@ -35,7 +35,7 @@ def test_show_chess_and_prefix_sum(tmp_path, capsys):
 def test_bad_input_is_a_one_line_error(capsys):
     assert main(["data", "--task", "sudoku", "--level", "impossible"]) == 2
     err = capsys.readouterr().err
-    assert "unknown sudoku level 'impossible'; allowed: easy, medium, hard, extreme" in err
+    assert "unknown sudoku level 'impossible'; allowed: easy, medium, hard, extreme, fiendish, diabolical" in err
     assert len(err.strip().splitlines()) == 1
     assert main(["data", "--task", "prefix_sum", "--prefilter", "stockfish"]) == 2
     assert "chess task only" in capsys.readouterr().err

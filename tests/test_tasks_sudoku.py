@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 import torch
 
 from fpstab.tasks import sudoku
-from fpstab.tasks.sudoku_solver import is_valid_solution, singles_solve, solve
+from fpstab.tasks.sudoku_search import MinimalPuzzles, random_solution, search_minimal
+from fpstab.tasks.sudoku_solver import has_solution_other_than, is_valid_solution, singles_solve, solve
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tasks" / "sudoku_extreme_small.csv"
 # "AI Escargot" (A. Inkala): needs guessing; unique solution.
@@ -48,17 +50,76 @@ def test_generated_levels_meet_their_definitions(level):
         assert spec.clues[0] <= clues == 81 - p.count(0) <= spec.clues[1]
         assert spec.backtracks[0] <= r.backtracks == bt <= spec.backtracks[1]
     if level in ("hard",):  # minimal: removing any clue loses uniqueness
-        p = data.puzzles[0].tolist()
-        for i in (i for i in range(81) if p[i]):
-            q = p.copy()
-            q[i] = 0
-            assert solve(q).n_solutions == 2
+        _assert_minimal(data.puzzles[0].tolist())
 
 
-def test_extreme_level():
-    data = sudoku.generate(1, "extreme", seed=0, workers=1)
+def _assert_minimal(puzzle: list[int]) -> None:
+    for i in (i for i in range(81) if puzzle[i]):
+        q = puzzle.copy()
+        q[i] = 0
+        assert solve(q).n_solutions == 2, f"clue {i} is not needed"
+
+
+def test_search_reaches_few_clues_and_a_rating_band():
+    rng = random.Random(0)
+    puzzle, solution, result, made = search_minimal(rng, max_clues=22, backtracks=(5, 9))
+    assert 81 - puzzle.count(0) <= 22 and 5 <= result.backtracks <= 9 and made >= 1
+    r = solve(puzzle)
+    assert r.n_solutions == 1 and list(r.solutions[0]) == solution and r.backtracks == result.backtracks
+    _assert_minimal(puzzle)
+    again = search_minimal(random.Random(0), max_clues=22, backtracks=(5, 9))
+    assert again[0] == puzzle  # deterministic in the seed
+    with pytest.raises(ValueError, match="max_clues >= 20"):
+        search_minimal(rng, max_clues=17, backtracks=(1, 9))
+
+
+def test_witnesses_do_not_change_which_clues_go():
+    # minimize() answers many "is this clue needed?" questions from stored second solutions;
+    # the answers must equal the solver's, so the dug puzzle equals plain digging.
+    rng = random.Random(8)
+    for _ in range(3):
+        solution = random_solution(rng)
+        grids = MinimalPuzzles(rng, solution)
+        for _ in range(4):
+            order = list(range(81))
+            rng.shuffle(order)
+            plain = solution[:]
+            for i in order:
+                plain[i] = 0
+                if has_solution_other_than(plain, i, solution[i]):
+                    plain[i] = solution[i]
+            assert grids.minimize(solution[:], order) == plain
+        assert sum(map(len, grids.by_cell)) > 0  # witnesses were stored and reused
+
+
+def test_perturb_moves_to_another_minimal_puzzle_of_the_same_solution():
+    rng = random.Random(9)
+    grids = MinimalPuzzles(rng, random_solution(rng))
+    puzzle = grids.minimize(grids.solution[:], range(81))
+    before = puzzle[:]
+    moved = grids.perturb(puzzle)
+    assert puzzle == before and moved != puzzle
+    r = solve(moved)
+    assert r.n_solutions == 1 and list(r.solutions[0]) == grids.solution
+    _assert_minimal(moved)
+
+
+def test_unchanged_levels_keep_their_puzzles():
+    # easy, medium and hard did not change in generator v2: the fixture rows made by v1 still come out
+    fixture = sudoku.load_csv(FIXTURE)
+    for level, rows in (("easy", [0, 1]), ("hard", [2, 3])):
+        assert (sudoku.generate(2, level, seed=123, workers=1).puzzles == fixture.puzzles[rows]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", ["extreme", "fiendish"])
+def test_searched_levels_meet_their_definitions(level):
+    spec = sudoku.LEVELS[level]
+    data = sudoku.generate(2, level, seed=5, workers=1)
     sudoku.validate(data.puzzles, data.solutions)
-    assert (data.backtracks >= 10).all()
+    for p, clues, bt in zip(data.puzzles.tolist(), data.clues, data.backtracks):
+        assert clues <= spec.clues[1] and spec.backtracks[0] <= bt <= spec.backtracks[1]
+        _assert_minimal(p)
 
 
 def test_validate_names_the_problem():
@@ -72,7 +133,7 @@ def test_validate_names_the_problem():
     loose[0, :3] = data.solutions[0, :3]
     with pytest.raises(ValueError, match="sudoku 0: has more than one solution"):
         sudoku.validate(loose, data.solutions)
-    with pytest.raises(ValueError, match="unknown sudoku level 'tough'; allowed: easy, medium, hard, extreme"):
+    with pytest.raises(ValueError, match="unknown sudoku level 'tough'; allowed: easy, medium, hard, extreme, fiendish, diabolical"):
         sudoku.generate(1, "tough", seed=0)
 
 
@@ -89,6 +150,7 @@ def test_load_csv_fixture():
     data = sudoku.load_csv(FIXTURE, check_unique=True)
     assert len(data) == 6 and data.puzzles.shape == (6, 81)
     assert data.sources[0] == "synthetic_easy" and data.ratings.tolist() == [0, 0, 1, 2, 15, 10]
+    assert data.backtracks.tolist() == [0, 0, 1, 2, 15, 10]  # the rating column is this solver's count
     assert data.singles_only.tolist() == [True, True, False, False, False, False]
     sudoku.validate(data.puzzles, data.solutions)
     hard = sudoku.load_csv(FIXTURE, min_rating=1, max_rating=10, limit=2)
