@@ -50,10 +50,12 @@ from fpstab.reports.run_files import EVAL_SCHEMA, EVAL_SCHEMA_VERSION
 
 
 @torch.no_grad()
-def trajectory_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, iters: int) -> dict[str, Tensor]:
+def trajectory_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, iters: int,
+                       answers: Tensor | None = None) -> dict[str, Tensor]:
     """Run one batch for `iters` iterations and score every iteration.
 
-    x: (B, n_tokens, in_dim); y: (B, n_tokens).
+    x: (B, n_tokens, in_dim); y: (B, n_tokens); answers: the batch's rows of
+    `TaskBatch.answers` (every answer the task accepts) or None.
     Returns (all on CPU):
         correct:   (iters, B) bool, exact match of readout(h_t), t = 1..iters
         token_acc: (iters,) float, the task's token accuracy over the batch
@@ -71,7 +73,7 @@ def trajectory_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, iters: 
         rel = diff / (size + tiny)
         rel = torch.where(torch.isfinite(rel), rel, torch.full_like(rel, float("inf")))
         logits = core.readout(nxt).float()
-        correct.append(task.correct(logits, y))
+        correct.append(task.correct(logits, y, answers))
         token_acc.append(task.token_accuracy(logits, y))
         residual.append(rel)
         h = nxt
@@ -95,10 +97,11 @@ def halting_from_trajectory(correct: Tensor, residual: Tensor, tol: float) -> di
 
 @torch.no_grad()
 def solver_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, solver: str, max_iter: int,
-                   tol: float) -> dict[str, Any]:
+                   tol: float, answers: Tensor | None = None) -> dict[str, Any]:
     """Test-time fixed-point solve from h0 = init_state(encode(x)).
 
-    x: (B, n_tokens, in_dim); y: (B, n_tokens). Returns per-batch counts:
+    x: (B, n_tokens, in_dim); y: (B, n_tokens); answers: as in `trajectory_metrics`.
+    Returns per-batch counts:
     correct (B,) bool, nfe (int, evaluations of `step` on the batch),
     steps (B,) long (evaluation at which the sample reached tol; -1 never),
     converged (B,) bool, diverged (B,) bool, failure (str | None).
@@ -109,7 +112,7 @@ def solver_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, solver: str
     h0 = core.init_state(e)
     res = solve(lambda h: core.step(h, e), h0, solver=solver, max_iter=max_iter, tol=tol)
     logits = core.readout(res.state).float()
-    return {"correct": task.correct(logits, y).cpu(), "nfe": int(res.nfe), "steps": res.steps.cpu(),
+    return {"correct": task.correct(logits, y, answers).cpu(), "nfe": int(res.nfe), "steps": res.steps.cpu(),
             "converged": res.converged.cpu(), "diverged": res.diverged.cpu(), "failure": res.failure}
 
 
@@ -249,12 +252,13 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
         for start in range(0, samples, batch_size):
             x = data.inputs[start:start + batch_size].to(dev)
             y = data.targets[start:start + batch_size].to(dev)
+            a = data.answers[start:start + batch_size].to(dev) if data.answers is not None else None
             if looped:
-                tr = trajectory_metrics(core, task, x, y, T)
+                tr = trajectory_metrics(core, task, x, y, T, a)
             else:
                 with torch.no_grad():
                     logits = core(x, 1)[-1].float()
-                tr = {"correct": task.correct(logits, y).cpu()[None],
+                tr = {"correct": task.correct(logits, y, a).cpu()[None],
                       "token_acc": task.token_accuracy(logits, y).cpu()[None],
                       "residual": torch.full((1, x.shape[0]), float("nan"))}
             parts["correct"].append(tr["correct"])
@@ -264,7 +268,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
                 for k, v in halting_from_trajectory(tr["correct"], tr["residual"], halt_tol).items():
                     halt[k].append(v)
                 if solver:
-                    s = solver_metrics(core, task, x, y, solver, max_iter, solver_tol)
+                    s = solver_metrics(core, task, x, y, solver, max_iter, solver_tol, a)
                     for k in ("correct", "steps", "converged", "diverged"):
                         sol[k].append(s[k])
                     sol["nfe"] += s["nfe"] * x.shape[0]

@@ -269,10 +269,12 @@ class StepStats:
 
 
 def train_step(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, optimizer: torch.optim.Optimizer,
-               x: Tensor, y: Tensor, depths: tuple[int, int], precision: str) -> StepStats:
+               x: Tensor, y: Tensor, depths: tuple[int, int], precision: str,
+               answers: Tensor | None = None) -> StepStats:
     """Forward (autocast per `precision`), backward, clip, and AdamW step if finite.
 
-    x: (B, n_tokens, in_dim); y: (B, n_tokens). One host sync per step (the
+    x: (B, n_tokens, in_dim); y: (B, n_tokens); answers: the batch's rows of
+    `TaskBatch.answers` (or None), for the accuracy. One host sync per step (the
     finiteness check reads loss, grad norm and accuracy together).
     """
     with autocast(x.device.type, precision):
@@ -284,7 +286,7 @@ def train_step(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, op
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     else:
         grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-    acc = task.correct(out.logits.detach().float(), y).float().mean()
+    acc = task.correct(out.logits.detach().float(), y, answers).float().mean()
     loss_v, gn_v, acc_v = torch.stack([out.loss.detach().float(), grad_norm.float(), acc]).tolist()
     finite = math.isfinite(loss_v) and math.isfinite(gn_v)
     if finite:
@@ -294,10 +296,12 @@ def train_step(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, op
 
 @torch.no_grad()
 def evaluate_at(core: nn.Module, step_fn: StepFn, task: Any, inputs: Tensor, targets: Tensor,
-                iters: int, batch_size: int, device: torch.device, precision: str) -> dict[str, float]:
+                iters: int, batch_size: int, device: torch.device, precision: str,
+                answers: Tensor | None = None) -> dict[str, float]:
     """Exact-match accuracy, token accuracy and loss after `iters` iterations.
 
-    inputs: (N, n_tokens, in_dim); targets: (N, n_tokens). Batched, no gradients.
+    inputs: (N, n_tokens, in_dim); targets: (N, n_tokens); answers: (N, k, ...) every
+    answer the task accepts (`TaskBatch.answers`) or None. Batched, no gradients.
     """
     was_training = core.training
     core.eval()
@@ -306,10 +310,11 @@ def evaluate_at(core: nn.Module, step_fn: StepFn, task: Any, inputs: Tensor, tar
     for start in range(0, n_all, batch_size):
         x = inputs[start:start + batch_size].to(device)
         y = targets[start:start + batch_size].to(device)
+        a = answers[start:start + batch_size].to(device) if answers is not None else None
         with autocast(device.type, precision):
             e = core.encode(x)
             logits = core.readout(run_iters(step_fn, core.init_state(e), e, iters)).float()
-        batch = [task.correct(logits, y).float().mean(), task.token_accuracy(logits, y), task.loss(logits, y)]
+        batch = [task.correct(logits, y, a).float().mean(), task.token_accuracy(logits, y), task.loss(logits, y)]
         total += torch.stack(batch).double() * x.shape[0]
     core.train(was_training)
     exact, token, loss = (total / max(n_all, 1)).tolist()
@@ -502,6 +507,7 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
     train_set = task.make(level, cfg.n_train, cfg.data_seed, cache_dir=runtime.data_cache)
     val_set = task.make(level, cfg.n_val, cfg.data_seed + 1, cache_dir=runtime.data_cache) if cfg.n_val else None
     x_all, y_all = train_set.inputs.to(device), train_set.targets.to(device)
+    a_all = train_set.answers.to(device) if train_set.answers is not None else None
     say(f"[train] data: {cfg.n_train} train + {cfg.n_val} val samples in {time.perf_counter() - t_data:.1f}s")
 
     spe, total = cfg.steps_per_epoch, cfg.total_steps
@@ -552,11 +558,12 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
                 order, order_epoch = epoch_order(cfg.seed, epoch, cfg.n_train).to(device), epoch
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             x, y = x_all[idx], y_all[idx]
+            a = a_all[idx] if a_all is not None else None
             lr = lr_at(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             depths = progressive_depths(cfg.train_iters, sampler) if looped else (0, 1)
-            stats = train_step(core, step_fn, task, cfg, optimizer, x, y, depths, precision)
+            stats = train_step(core, step_fn, task, cfg, optimizer, x, y, depths, precision, a)
             out_, loss_v, gn_v, acc_v = stats.out, stats.loss, stats.grad_norm, stats.acc
             if not stats.stepped:
                 what = "loss" if not math.isfinite(loss_v) else "gradient norm"
@@ -599,7 +606,7 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
                 rec = {"kind": "epoch", "epoch": done_epoch, "step": step, "elapsed_s": elapsed()}
                 if val_set is not None and cfg.val_every and (done_epoch % cfg.val_every == 0 or step == total):
                     val = evaluate_at(core, step_fn, task, val_set.inputs, val_set.targets, val_iters,
-                                      cfg.batch_size, device, precision)
+                                      cfg.batch_size, device, precision, val_set.answers)
                     best_val = {"epoch": done_epoch, **val}
                     rec.update({f"val_{k}": v for k, v in val.items()})
                     say(f"[train] epoch {done_epoch}/{cfg.epochs} val exact_match {val['exact_match']:.4f} "

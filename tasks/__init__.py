@@ -7,10 +7,15 @@ Arrays in, arrays out; nothing here knows about models.
     batch = task.make(task.ladder().train, n=1000, seed=0)
     batch.inputs   # float32 (n, n_tokens, task.in_dim)
     batch.targets  # int64 (n, n_tokens), classes 0..task.out_dim-1
-    task.metrics(logits, batch.targets)  # {"exact_match": ..., "token_acc": ...}
+    batch.answers  # every accepted answer (chess: all right first moves), or None
+    task.metrics(logits, batch.targets, batch.answers)  # {"exact_match": ..., "token_acc": ...}
 
 Task modules: `fpstab.tasks.prefix_sum`, `fpstab.tasks.sudoku` (solver in
-`fpstab.tasks.sudoku_solver`), `fpstab.tasks.chess` (mate search in `fpstab.tasks.mate_search`).
+`fpstab.tasks.sudoku_solver`, puzzle search in `fpstab.tasks.sudoku_search`),
+`fpstab.tasks.chess` (mate search in `fpstab.tasks.mate_search`, positions from
+games in `fpstab.tasks.chess_games`, encoding and scoring in
+`fpstab.tasks.chess_encoding`, sets and validation in `fpstab.tasks.chess_data`,
+the Lichess CSV in `fpstab.tasks.lichess`).
 """
 
 from __future__ import annotations

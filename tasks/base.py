@@ -43,6 +43,9 @@ class TaskBatch:
 
     inputs: float32 (n, n_tokens, in_dim); targets: int64 (n, n_tokens);
     grid: the token layout, prod(grid) == n_tokens; level and seed: where it came from.
+    answers: int64 (n, k, ...), every answer `Task.correct` accepts per instance, in the
+    task's own layout (padded with -1), for tasks where more than the target is right;
+    None where only the target is. Pass it to `correct` / `metrics` with the targets.
     """
 
     inputs: torch.Tensor
@@ -50,6 +53,7 @@ class TaskBatch:
     grid: tuple[int, ...]
     level: str
     seed: int
+    answers: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -155,6 +159,11 @@ class Task(ABC, Generic[SetT]):
     def encode_set(self, data: SetT) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs float32 (n, n_tokens, in_dim), targets int64 (n, n_tokens)."""
 
+    def answers_of(self, data: SetT) -> torch.Tensor | None:
+        """Every answer `correct` accepts per instance, int64 (n, k, ...) padded with -1,
+        or None when only the target is right (the default)."""
+        return None
+
     @abstractmethod
     def summarize(self, data: SetT) -> dict[str, str]:
         """A few statistics of a set, for `fpstab data` (name -> formatted value)."""
@@ -209,23 +218,30 @@ class Task(ABC, Generic[SetT]):
         same seed), so every prefix is balanced and a set is a prefix of any
         larger one. Slow sets are cached under `cache_dir` (default
         $FPSTAB_CACHE or ~/.cache/fpstab). Returns TaskBatch(inputs
-        (n, n_tokens, in_dim), targets (n, n_tokens), grid, level, seed).
+        (n, n_tokens, in_dim), targets (n, n_tokens), grid, level, seed,
+        answers (n, k, ...) or None: see `answers_of`).
         """
         grid = self.grid(level)
         parts = self.level_parts(level)
         if len(parts) == 1:
             data, _ = self.generate_set(level, n, seed, cache_dir)
             inputs, targets = self.encode_set(data)
-            return TaskBatch(inputs, targets, grid, level, seed)
+            return TaskBatch(inputs, targets, grid, level, seed, self.answers_of(data))
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         k = len(parts)
         made = [self.make(part, len(range(i, n, k)), seed, cache_dir) for i, part in enumerate(parts) if i < n]
-        inputs = torch.empty((n, *made[0].inputs.shape[1:]), dtype=made[0].inputs.dtype)
-        targets = torch.empty((n, *made[0].targets.shape[1:]), dtype=made[0].targets.dtype)
-        for i, batch in enumerate(made):
-            inputs[i::k], targets[i::k] = batch.inputs, batch.targets
-        return TaskBatch(inputs, targets, grid, level, seed)
+        inputs = _interleave([b.inputs for b in made], n)
+        targets = _interleave([b.targets for b in made], n)
+        answers = None
+        if any(b.answers is not None for b in made):
+            answers = _interleave(_pad_answers([self._answer_table(b) for b in made]), n)
+        return TaskBatch(inputs, targets, grid, level, seed, answers)
+
+    def _answer_table(self, batch: TaskBatch) -> torch.Tensor:
+        if batch.answers is None:
+            raise ValueError(f"{self.name}: a composite level mixes parts with and without answer tables")
+        return batch.answers
 
     # --- scoring ---------------------------------------------------------
     def _check_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
@@ -240,10 +256,12 @@ class Task(ABC, Generic[SetT]):
                 f"the task has out_dim={self.out_dim}"
             )
 
-    def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def correct(self, logits: torch.Tensor, targets: torch.Tensor, answers: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """Exact match per sample: every token's argmax equals its target.
 
-        logits (B, n_tokens, out_dim), targets (B, n_tokens) -> bool (B,).
+        logits (B, n_tokens, out_dim), targets (B, n_tokens) -> bool (B,). answers: the
+        batch's `TaskBatch.answers` rows (tasks with several right answers use them).
         """
         self._check_logits(logits, targets)
         return (logits.argmax(-1) == targets).all(-1)
@@ -256,11 +274,12 @@ class Task(ABC, Generic[SetT]):
         with torch.no_grad():
             return (logits.argmax(-1) == targets).float().mean()
 
-    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor, answers: torch.Tensor | None = None
+                ) -> dict[str, float]:
         """exact_match (share of samples with `correct`) and token_acc (share of
         tokens whose argmax is the target). logits (B, n_tokens, out_dim)."""
         with torch.no_grad():
-            exact = self.correct(logits, targets).float().mean()
+            exact = self.correct(logits, targets, answers).float().mean()
             exact, token = torch.stack([exact, self.token_accuracy(logits, targets)]).tolist()
         return {"exact_match": exact, "token_acc": token}
 
@@ -268,3 +287,17 @@ class Task(ABC, Generic[SetT]):
         """Mean per-token cross-entropy over all B * n_tokens tokens (scalar)."""
         self._check_logits(logits, targets)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+def _interleave(parts: list[torch.Tensor], n: int) -> torch.Tensor:
+    """Row j of the result is row j // k of part j % k (k parts, n rows in all)."""
+    out = torch.empty((n, *parts[0].shape[1:]), dtype=parts[0].dtype)
+    for i, part in enumerate(parts):
+        out[i::len(parts)] = part
+    return out
+
+
+def _pad_answers(tables: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Answer tables (n_i, k_i, ...) padded with -1 rows to the largest k."""
+    k = max(t.shape[1] for t in tables)
+    return [torch.cat([t, t.new_full((t.shape[0], k - t.shape[1], *t.shape[2:]), -1)], 1) for t in tables]

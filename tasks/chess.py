@@ -1,91 +1,93 @@
-"""Chess: find the first move of a forced mate, with a ladder by mate depth.
+"""Chess: find the first move of a forced mate, with a ladder by mate depth and by realism.
 
-Levels mate1, mate2, mate3: the side to move forces checkmate in exactly N
-moves (no shorter mate) and exactly one first move does it, verified by the
-exact search of `fpstab.tasks.mate_search` (python-chess move generation).
+Every level is a forced checkmate in exactly N moves (no shorter mate),
+verified by the exact search of `fpstab.tasks.mate_search` (python-chess
+move generation):
 
-Candidate positions are random sparse boards built so that mates are
-common: the defending king stands on an edge square (90 %, mostly its back
-rank), often behind a pawn shield; the attacker has 2-3 pieces from
-{Q, R, R, B, B, N, N} and 0-4 pawns; the defender 0-3 pieces and 0-5
-pawns; no castling rights, no en passant. About 3 % of candidates pass
-(mate1 and mate2; 2.5 % for mate3).
+- mate1, mate2, mate3: random sparse boards built so that mates are
+  common: the defending king stands on an edge square (90 %, mostly its
+  back rank), often behind a pawn shield; the attacker has 2-3 pieces from
+  {Q, R, R, B, B, N, N} and 0-4 pawns; the defender 0-3 pieces and 0-5
+  pawns; no castling rights, no en passant. Exactly one first move mates.
+- game1, game2, game3: positions from random games biased toward checks
+  and captures, with at least 14 pieces (`fpstab.tasks.chess_games`);
+  for N >= 2 exactly one first move mates and it gives check; game1 keeps
+  every mating move as a right answer.
+
 Optionally (prefilter="stockfish") Stockfish at depth 2N+2 discards
 candidates it does not score as mate in exactly N before the exact search;
 the label still comes from the exact search, but the set changes (Stockfish
 misses some mates), so the prefilter and Stockfish's version are part of
 the cache key.
 
-Encoding: 64 tokens, one per square in board-printing order (token
-(7 - rank) * 8 + file: a8 first, h1 last), 12 piece planes (in_dim 12):
-planes 0-5 the side to move's P, N, B, R, Q, K, planes 6-11 the opponent's.
-The board is canonicalized as in the paper's code: mirrored (ranks flipped,
-colours swapped) when black is to move, then flipped left-right when the
-side to move's king stands on files a-d, so the side to move plays up the
-board with its king on files e-h. Targets (out_dim 2): class 1 on the
-first move's from- and to-squares, 0 elsewhere (a promotion's piece is not
-encoded). A prediction is correct when the two squares with the largest
-score logit[..., 1] - logit[..., 0] are exactly that pair. The loss is the
-unweighted mean per-square cross-entropy (2 positive squares of 64), as the
-paper's code. Default ladder: train mate1, test mate2, mate3.
+A check against the Lichess puzzle database found real mate-in-2/3
+positions with a median of 19 pieces and a check as the first move in
+95-98 % of them, and about 4 in 5 real mate puzzles with more pieces,
+castling rights or en passant squares than the sparse boards ever have;
+the game levels are built to close that gap. Measured (generator v2, seed 0, 30
+puzzles per level, one worker, CPU seconds):
 
-`load_lichess_csv` reads the Lichess puzzle database CSV.
+    python benchmarks/task_ladders.py --task chess --n 30
+
+CHESS_TABLE
+
+Every first move that counts as right is recorded with each puzzle
+(`ChessSet.answers`): for these levels the search proves the mating first
+move unique, so it is that move.
+
+Encoding, targets and the scoring rule: `fpstab.tasks.chess_encoding`
+(15 planes with castling rights and the en passant square; 6 target
+classes that tell promotion pieces apart; a move is right when it is one of
+the recorded answers). Default ladder: train mate1, test mate2, mate3.
+Cached sets hold FENs and moves, not tensors, so an encoding change cannot
+misread a cache; generator v2 added the answers to the cache (v1 files are
+not read) and made the same positions as v1 for the same seed.
+
+The Lichess puzzle database CSV: `fpstab.tasks.lichess` (`load_lichess_csv`).
 """
 
 from __future__ import annotations
 
-import bz2
 import functools
-import io
 import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
 
 import chess
 import numpy as np
 import torch
 
 from fpstab.tasks.base import Ladder, Task
-from fpstab.tasks.mate_search import MateSearch, mates_in_one, unique_mate
-from fpstab.tasks.csv_rows import csv_rows
+from fpstab.tasks.chess_data import ChessSet, mate_problem, position_problem, validate, winning_first_moves
+from fpstab.tasks.chess_encoding import (
+    N_CLASSES,
+    N_PLANES,
+    answer_table,
+    canonical_transform,
+    encode,
+    encode_position,
+    encoding_key,
+    move_correct,
+    move_scores,
+    token,
+)
+from fpstab.tasks.chess_games import game_mate
+from fpstab.tasks.lichess import RATING_BANDS, load_lichess_csv, load_lichess_level
+from fpstab.tasks.mate_search import unique_mate
 from fpstab.tasks.parallel import instance_seed, map_ordered, stream_tag
 
-GENERATOR_VERSION = 1
+# v2: answers stored with each set (cache files of v1 lack them). STREAM_REVISION seeds the
+# positions: unchanged since v1, so the same seed still gives the same positions.
+GENERATOR_VERSION = 2
+STREAM_REVISION = 1
 MATE_DEPTHS = (1, 2, 3)
-RATING_BANDS: dict[str, tuple[int | None, int | None]] = {
-    "train": (None, 1600),  # the paper: train on rating <= 1600
-    "test": (1601, 2000),   # and test on 1601-2000
-    "all": (None, None),
+# level -> (where candidates come from, N of the mate in N)
+LEVELS: dict[str, tuple[str, int]] = {
+    **{f"mate{n}": ("sparse", n) for n in MATE_DEPTHS},
+    **{f"game{n}": ("game", n) for n in MATE_DEPTHS},
 }
 _PIECES = (chess.QUEEN, chess.ROOK, chess.ROOK, chess.BISHOP, chess.BISHOP, chess.KNIGHT, chess.KNIGHT)
-
-
-@dataclass(frozen=True, eq=False)
-class ChessSet:
-    """A set of puzzles.
-
-    fens: positions with the solver to move; moves: the solution's first move (UCI).
-    mate_in: int64 (n,), N of the forced mate (0 when loaded from Lichess).
-    ratings: int64 (n,), Lichess rating (-1 when generated).
-    pieces: int64 (n,), pieces on the board. attempts: int64 (n,), candidates
-    tried per kept puzzle (0 when loaded). ids: Lichess PuzzleIds (empty when generated).
-    """
-
-    fens: list[str]
-    moves: list[str]
-    mate_in: np.ndarray
-    ratings: np.ndarray
-    pieces: np.ndarray
-    attempts: np.ndarray
-    ids: tuple[str, ...]
-    level: str
-    seed: int
-
-    def __len__(self) -> int:
-        return len(self.fens)
 
 
 # --- candidate positions -------------------------------------------------------
@@ -189,11 +191,16 @@ def _close_engine() -> None:
 # --- generation --------------------------------------------------------------------
 
 
-def _make_one(mate_in: int, seed: int, prefilter: str | None, index: int, attempt: int = 0
-              ) -> tuple[str, str, int, int]:
-    """Instance `index`: (fen, first move UCI, candidates tried, pieces)."""
-    tag = stream_tag("chess", f"mate{mate_in}", str(GENERATOR_VERSION))
-    rng = random.Random(instance_seed(seed, tag, index, attempt))
+def _make_one(level: str, seed: int, prefilter: str | None, index: int, attempt: int = 0
+              ) -> tuple[str, str, tuple[str, ...], int, int]:
+    """Instance `index` of a level: (fen, first move UCI, right first moves, candidates tried, pieces)."""
+    source, mate_in = LEVELS[level]
+    rng = random.Random(instance_seed(seed, stream_tag("chess", level, str(STREAM_REVISION)), index, attempt))
+    if source == "game":
+        accept = (lambda b: _stockfish_mate(b, mate_in)) if prefilter == "stockfish" else (lambda b: True)
+        board, move, answers, tried = game_mate(rng, mate_in, accept)
+        ordered = (move.uci(), *sorted(m.uci() for m in answers if m != move))
+        return board.fen(), move.uci(), ordered, tried, len(board.piece_map())
     tries = 0
     while True:
         tries += 1
@@ -201,8 +208,8 @@ def _make_one(mate_in: int, seed: int, prefilter: str | None, index: int, attemp
         if prefilter == "stockfish" and not _stockfish_mate(board, mate_in):
             continue
         move = unique_mate(board, mate_in)
-        if move is not None:
-            return board.fen(), move.uci(), tries, len(board.piece_map())
+        if move is not None:  # the search proved it the only winning first move
+            return board.fen(), move.uci(), (move.uci(),), tries, len(board.piece_map())
 
 
 def _check_prefilter(prefilter: str | None) -> None:
@@ -213,21 +220,23 @@ def _check_prefilter(prefilter: str | None) -> None:
                          "(apt-get install stockfish); use no prefilter instead")
 
 
-def generate(n: int, mate_in: int, seed: int, workers: int | None = None,
+def generate(n: int, mate_in: int | str, seed: int, workers: int | None = None,
              prefilter: str | None = None) -> ChessSet:
-    """n positions with a forced mate in exactly `mate_in` (1, 2 or 3) and a unique first move.
+    """n positions with a forced mate in exactly N, N = mate_in (1, 2 or 3: the sparse
+    levels mate1..mate3), or of the ladder level named by mate_in ("game2": see the module doc).
 
-    Deterministic in (mate_in, seed, prefilter) for any number of `workers`
+    Deterministic in (level, seed, prefilter) for any number of `workers`
     (None = all cores); the first k instances equal generate(k, ...). No
     position appears twice, also not as a mirror image (they encode alike).
     prefilter: None or "stockfish" (see the module doc).
     """
-    if mate_in not in MATE_DEPTHS:
-        raise ValueError(f"mate_in must be one of {MATE_DEPTHS}, got {mate_in}")
+    level = f"mate{mate_in}" if isinstance(mate_in, int) and mate_in in MATE_DEPTHS else mate_in
+    if level not in LEVELS:
+        raise ValueError(f"mate_in must be one of {MATE_DEPTHS} or a level of {', '.join(LEVELS)}, got {mate_in!r}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     _check_prefilter(prefilter)
-    make = functools.partial(_make_one, mate_in, seed, prefilter)
+    make = functools.partial(_make_one, level, seed, prefilter)
     try:
         rows = map_ordered(make, range(n), workers)
         # Duplicates are rare; instance i is redrawn from a new stream until it is
@@ -235,259 +244,34 @@ def generate(n: int, mate_in: int, seed: int, workers: int | None = None,
         seen: set[str] = set()
         for i in range(n):
             attempt = 0
-            while (key := _encoding_key(rows[i][0])) in seen:
+            while (key := encoding_key(rows[i][0])) in seen:
                 attempt += 1
                 rows[i] = make(i, attempt)
             seen.add(key)
     finally:
         _close_engine()
-    fens, moves, tries, pieces = (list(c) for c in zip(*rows))
+    fens, moves, answers, tries, pieces = (list(c) for c in zip(*rows))
     return ChessSet(
         fens=fens,
         moves=moves,
-        mate_in=np.full(n, mate_in, dtype=np.int64),
+        answers=tuple(answers),
+        mate_in=np.full(n, LEVELS[level][1], dtype=np.int64),
         ratings=np.full(n, -1, dtype=np.int64),
         pieces=np.array(pieces, dtype=np.int64),
         attempts=np.array(tries, dtype=np.int64),
         ids=(),
-        level=f"mate{mate_in}",
+        themes=(),
+        level=level,
         seed=seed,
     )
-
-
-# --- validation ----------------------------------------------------------------
-
-
-def mate_problem(board: chess.Board, n: int, move: chess.Move) -> str | None:
-    """Why `move` is not the unique first move of a mate in exactly n, or None if it is."""
-    if move not in board.legal_moves:
-        return f"{move.uci()} is not legal"
-    board = board.copy(stack=False)
-    search = MateSearch()
-    if n >= 2 and search.mate_within(board, n - 1):
-        return f"there is a shorter mate (within {n - 1})"
-    board.push(move)
-    mates = search.all_replies_lose(board, n - 1)
-    board.pop()
-    if not mates:
-        return f"{move.uci()} does not force mate in {n}"
-    others = [m for m in (mates_in_one(board) if n == 1 else search.mating_moves(board, n)) if m != move]
-    if others:
-        return f"{others[0].uci()} also mates in {n}"
-    return None
-
-
-def validate(fens: Sequence[str], moves: Sequence[str], mate_in: int | Sequence[int] | None = None) -> None:
-    """Raise ValueError unless every FEN is a valid position and its move legal;
-    with mate_in (one int or one per position), also unless the move is the
-    only first move of a forced mate in exactly that many moves."""
-    if len(fens) != len(moves):
-        raise ValueError(f"got {len(fens)} FENs but {len(moves)} moves")
-    depths = [mate_in] * len(fens) if isinstance(mate_in, int) or mate_in is None else list(mate_in)
-    for k, (fen, uci, n) in enumerate(zip(fens, moves, depths)):
-        problem = _position_problem(fen, uci)
-        if problem is None and n:
-            problem = mate_problem(chess.Board(fen), int(n), chess.Move.from_uci(uci))
-        if problem:
-            raise ValueError(f"chess puzzle {k} ({fen}, {uci}): {problem}")
-
-
-def _position_problem(fen: str, uci: str) -> str | None:
-    try:
-        board = chess.Board(fen)
-    except ValueError as e:
-        return f"bad FEN: {e}"
-    if not board.is_valid():
-        return f"invalid position ({board.status()!r})"
-    try:
-        move = chess.Move.from_uci(uci)
-    except ValueError:
-        return f"bad UCI move {uci!r}"
-    if move not in board.legal_moves:
-        return f"{uci} is not legal"
-    return None
-
-
-# --- Lichess puzzle CSV -------------------------------------------------------------
-
-LICHESS_COLUMNS = ("PuzzleId", "FEN", "Moves", "Rating")
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".bz2":
-        return bz2.open(path, "rt", encoding="utf-8", newline="")
-    if path.suffix == ".zst":
-        try:
-            import zstandard
-        except ImportError:
-            raise ValueError(f"{path}: reading .zst needs the 'zstandard' package; "
-                             "or decompress it first (zstd -d)") from None
-        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))
-        return io.TextIOWrapper(raw, encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-def load_lichess_csv(
-    path: str | Path,
-    band: str = "all",
-    min_rating: int | None = None,
-    max_rating: int | None = None,
-    limit: int | None = None,
-) -> ChessSet:
-    """Read the Lichess puzzle CSV (PuzzleId,FEN,Moves,Rating,...; .csv, .csv.bz2, .csv.zst).
-
-    Each row's FEN is the position before the opponent's move Moves[0]; it
-    is applied, so the returned FEN has the solver to move and the returned
-    move is Moves[1], the solution's first move. band: "train" (rating <=
-    1600), "test" (1601-2000) or "all"; min_rating/max_rating (inclusive)
-    override the band's bounds. Rows outside are skipped before their
-    position is checked; at most `limit` rows are kept, in file order.
-    Raises ValueError naming the file and line of a malformed row.
-    """
-    if band not in RATING_BANDS:
-        raise ValueError(f"unknown rating band {band!r}; allowed: {', '.join(RATING_BANDS)}")
-    lo, hi = RATING_BANDS[band]
-    lo = lo if min_rating is None else min_rating
-    hi = hi if max_rating is None else max_rating
-    path = Path(path)
-    fens: list[str] = []
-    moves: list[str] = []
-    ratings: list[int] = []
-    ids: list[str] = []
-    with _open_text(path) as f:
-        rows = csv_rows(f, path)
-        _, header = next(rows, (0, None))
-        if header is None:
-            raise ValueError(f"{path}: empty file; expected a header with {','.join(LICHESS_COLUMNS)}")
-        missing = [c for c in LICHESS_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{path}:1: header lacks {missing}; expected {','.join(LICHESS_COLUMNS)},...")
-        col = {c: header.index(c) for c in LICHESS_COLUMNS}
-        for line, row in rows:
-            if not row or all(not x.strip() for x in row):
-                continue
-            try:
-                if len(row) < len(header):
-                    raise ValueError(f"row has {len(row)} fields; the header has {len(header)}")
-                try:
-                    rating = int(row[col["Rating"]])
-                except ValueError:
-                    raise ValueError(f"Rating {row[col['Rating']]!r} is not an integer") from None
-                if (lo is not None and rating < lo) or (hi is not None and rating > hi):
-                    continue
-                fen, solution = _lichess_position(row[col["FEN"]], row[col["Moves"]])
-            except ValueError as e:
-                raise ValueError(f"{path}:{line}: {e}") from None
-            fens.append(fen)
-            moves.append(solution)
-            ratings.append(rating)
-            ids.append(row[col["PuzzleId"]])
-            if limit is not None and len(fens) >= limit:
-                break
-    if not fens:
-        raise ValueError(f"{path}: no puzzles with rating in [{lo}, {hi}]")
-    return ChessSet(
-        fens=fens,
-        moves=moves,
-        mate_in=np.zeros(len(fens), dtype=np.int64),
-        ratings=np.array(ratings, dtype=np.int64),
-        pieces=np.array([len(chess.Board(f).piece_map()) for f in fens], dtype=np.int64),
-        attempts=np.zeros(len(fens), dtype=np.int64),
-        ids=tuple(ids),
-        level=f"lichess:{band}",
-        seed=-1,
-    )
-
-
-def _lichess_position(fen: str, moves_field: str) -> tuple[str, str]:
-    """(FEN after the opponent's move, the solution's first move) of a Lichess row."""
-    try:
-        board = chess.Board(fen)
-    except ValueError as e:
-        raise ValueError(f"bad FEN {fen!r}: {e}") from None
-    if not board.is_valid():
-        raise ValueError(f"FEN {fen!r} is not a legal position ({board.status()!r})")
-    moves = moves_field.split()
-    if len(moves) < 2:
-        raise ValueError(f"Moves {moves_field!r} needs the opponent's move and the solution's first move")
-    for k, uci in enumerate(moves[:2]):
-        try:
-            move = chess.Move.from_uci(uci)
-        except ValueError:
-            raise ValueError(f"Moves[{k}] {uci!r} is not a UCI move") from None
-        if move not in board.legal_moves:
-            raise ValueError(f"Moves[{k}] {uci} is not legal in {board.fen()}")
-        if k == 0:
-            board.push(move)
-            fen = board.fen()
-    return fen, moves[1]
-
-
-# --- encoding -----------------------------------------------------------------------
-
-
-def canonical_transform(board: chess.Board) -> int:
-    """XOR mask on square indices that canonicalizes `board`: 56 mirrors the
-    ranks (black to move), 7 flips the files (own king on files a-d)."""
-    mask = 56 if board.turn == chess.BLACK else 0
-    king = board.king(board.turn)
-    if king is not None and chess.square_file(king ^ mask) < 4:
-        mask |= 7
-    return mask
-
-
-def token(square: int) -> int:
-    """Token index of a square: board-printing order, a8 = 0, h1 = 63."""
-    return (7 - chess.square_rank(square)) * 8 + chess.square_file(square)
-
-
-def encode_position(fen: str, uci: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """Piece planes float32 (64, 12) of the canonical board and the (from, to) token indices."""
-    board = chess.Board(fen)
-    mask = canonical_transform(board)
-    planes = np.zeros((64, 12), dtype=np.float32)
-    for square, piece in board.piece_map().items():
-        plane = piece.piece_type - 1 + (0 if piece.color == board.turn else 6)
-        planes[token(square ^ mask), plane] = 1.0
-    move = chess.Move.from_uci(uci)
-    return planes, (token(move.from_square ^ mask), token(move.to_square ^ mask))
-
-
-def _encoding_key(fen: str) -> str:
-    """Positions that encode identically share this key."""
-    board = chess.Board(fen)
-    mask = canonical_transform(board)
-    return "".join(
-        f"{token(s ^ mask)}{p.symbol() if p.color == board.turn else p.symbol().swapcase()}"
-        for s, p in sorted(board.piece_map().items(), key=lambda sp: token(sp[0] ^ mask))
-    )
-
-
-def encode(fens: Sequence[str], moves: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """fens, moves (UCI) -> inputs float32 (n, 64, 12), targets int64 (n, 64) with 1 at
-    the canonical from- and to-squares of the move, 0 elsewhere."""
-    inputs = np.zeros((len(fens), 64, 12), dtype=np.float32)
-    targets = np.zeros((len(fens), 64), dtype=np.int64)
-    for k, (fen, uci) in enumerate(zip(fens, moves)):
-        inputs[k], (f, t) = encode_position(fen, uci)
-        targets[k, [f, t]] = 1
-    return torch.from_numpy(inputs), torch.from_numpy(targets)
-
-
-def top2_correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """logits (B, 64, 2), targets (B, 64) with two 1s -> bool (B,): the two squares with
-    the largest logit[..., 1] - logit[..., 0] are exactly the target pair."""
-    score = logits[..., 1] - logits[..., 0]
-    top2 = score.topk(2, dim=-1).indices
-    return targets.gather(-1, top2).sum(-1) == 2
 
 
 class ChessTask(Task[ChessSet]):
     """First move of a forced mate; levels mate1 < mate2 < mate3 (see the module doc)."""
 
     name = "chess"
-    in_dim = 12
-    out_dim = 2
+    in_dim = N_PLANES
+    out_dim = N_CLASSES
     attn_window = None
     version = GENERATOR_VERSION
     cached = True
@@ -503,71 +287,97 @@ class ChessTask(Task[ChessSet]):
         return ""
 
     def ladder(self) -> Ladder:
-        return Ladder(levels=("mate1", "mate2", "mate3"), train="mate1", test=("mate2", "mate3"))
+        return Ladder(levels=tuple(LEVELS), train="mate1", test=("mate2", "mate3"))
 
     def _grid(self, level: str) -> tuple[int, ...]:
         return (8, 8)
 
     def _generate(self, level: str, n: int, seed: int, workers: int | None) -> ChessSet:
-        return generate(n, int(level[-1]), seed, workers, self.prefilter)
+        return generate(n, level, seed, workers, self.prefilter)
 
     def _to_arrays(self, data: ChessSet) -> dict[str, Any]:
-        return {"fens": np.array(data.fens), "moves": np.array(data.moves), "mate_in": data.mate_in,
+        return {"fens": np.array(data.fens), "moves": np.array(data.moves),
+                "answers": np.array([" ".join(a) for a in data.answers]), "mate_in": data.mate_in,
                 "pieces": data.pieces, "attempts": data.attempts}
 
     def _from_arrays(self, arrays: dict[str, Any], level: str, seed: int) -> ChessSet:
         n = len(arrays["fens"])
         return ChessSet(fens=arrays["fens"].tolist(), moves=arrays["moves"].tolist(),
+                        answers=tuple(tuple(a.split()) for a in arrays["answers"].tolist()),
                         mate_in=arrays["mate_in"], ratings=np.full(n, -1, dtype=np.int64),
-                        pieces=arrays["pieces"], attempts=arrays["attempts"], ids=(),
+                        pieces=arrays["pieces"], attempts=arrays["attempts"], ids=(), themes=(),
                         level=level, seed=seed)
 
     def encode_set(self, data: ChessSet) -> tuple[torch.Tensor, torch.Tensor]:
         return encode(data.fens, data.moves)
 
-    def correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Top-2 rule: logits (B, 64, 2), targets (B, 64) -> bool (B,); see `top2_correct`."""
-        self._check_logits(logits, targets)
-        return top2_correct(logits, targets)
+    def answers_of(self, data: ChessSet) -> torch.Tensor:
+        """int64 (n, k, 3): each position's right first moves as (from token, to token,
+        to-square class) on the canonical board, -1 rows as padding."""
+        return answer_table(data.fens, data.answers)
 
-    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """exact_match (top-2 rule), token_acc (per-square argmax) and square_recall
-        (share of the two target squares among the top-2)."""
-        out = super().metrics(logits, targets)
+    def correct(self, logits: torch.Tensor, targets: torch.Tensor, answers: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """logits (B, 64, 6), targets (B, 64), answers (B, k, 3) or None -> bool (B,): the top-2
+        squares (and promotion piece) are one of the answers, else the target move;
+        see `fpstab.tasks.chess_encoding.move_correct`."""
+        self._check_logits(logits, targets)
+        return move_correct(logits, targets, answers)
+
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor, answers: torch.Tensor | None = None
+                ) -> dict[str, float]:
+        """exact_match (a right first move), token_acc (per-square argmax) and square_recall
+        (share of the target move's two squares among the top-2)."""
+        out = super().metrics(logits, targets, answers)
         with torch.no_grad():
-            top2 = (logits[..., 1] - logits[..., 0]).topk(2, dim=-1).indices
-            out["square_recall"] = targets.gather(-1, top2).float().sum(-1).div(2).mean().item()
+            top2 = move_scores(logits).topk(2, dim=-1).indices
+            out["square_recall"] = (targets.gather(-1, top2) > 0).float().sum(-1).div(2).mean().item()
         return out
 
     def summarize(self, data: ChessSet) -> dict[str, str]:
-        black = sum(" b " in f for f in data.fens)
-        out = {
-            "pieces": f"min {data.pieces.min()}, mean {data.pieces.mean():.1f}, max {data.pieces.max()}",
-            "black to move": f"{black / len(data):.1%}",
-            "first move gives check": f"{np.mean([_gives_check(f, m) for f, m in zip(data.fens, data.moves)]):.1%}",
-        }
-        if data.attempts.any():
-            out["candidates per puzzle"] = f"{data.attempts.mean():.1f}"
-        if (data.ratings >= 0).any():
-            r = data.ratings
-            out["rating"] = f"min {r.min()}, mean {r.mean():.0f}, max {r.max()}"
-        return out
+        return summarize(data)
 
     def show(self, data: ChessSet, index: int) -> str:
         board = chess.Board(data.fens[index])
         move = chess.Move.from_uci(data.moves[index])
         depth = int(data.mate_in[index])
-        what = f"mate in {depth}" if depth else f"Lichess puzzle {data.ids[index]}, rating {data.ratings[index]}"
+        what = (f"mate in {depth}" if not data.ids else
+                f"Lichess puzzle {data.ids[index]}, rating {data.ratings[index]}, themes {data.themes[index]}")
         head = (f"chess {data.level} #{index} (seed {data.seed}): {what}, "
                 f"{'white' if board.turn else 'black'} to move")
-        _, (f, t) = encode_position(data.fens[index], data.moves[index])
+        _, (f, t, c) = encode_position(data.fens[index], data.moves[index])
+        others = [a for a in data.answers[index] if a != move.uci()]
         return "\n".join([
             head,
             str(board),
             f"FEN:  {data.fens[index]}",
-            f"move: {move.uci()} ({board.san(move)}); target tokens {f} and {t} of the canonical board",
+            f"move: {move.uci()} ({board.san(move)}); target tokens {f} and {t} (class {c}) of the canonical board",
+            f"also right: {', '.join(others) if others else 'none'}",
         ])
 
 
-def _gives_check(fen: str, uci: str) -> bool:
-    return chess.Board(fen).gives_check(chess.Move.from_uci(uci))
+def summarize(data: ChessSet) -> dict[str, str]:
+    """Statistics of a set for `fpstab data`: pieces, side to move, checks, castling, answers."""
+    boards = [chess.Board(f) for f in data.fens]
+    first = [b.gives_check(chess.Move.from_uci(m)) for b, m in zip(boards, data.moves)]
+    p = data.pieces
+    out = {
+        "pieces": f"min {p.min()}, median {np.median(p):.0f}, mean {p.mean():.1f}, max {p.max()}",
+        "black to move": f"{np.mean([not b.turn for b in boards]):.1%}",
+        "first move gives check": f"{np.mean(first):.1%}",
+        "castling rights": f"{np.mean([bool(b.castling_rights) for b in boards]):.1%}",
+        "en passant possible": f"{np.mean([b.has_legal_en_passant() for b in boards]):.1%}",
+        "promotion first move": f"{np.mean([len(m) == 5 for m in data.moves]):.1%}",
+        "more than one right move": f"{np.mean([len(a) > 1 for a in data.answers]):.1%}",
+    }
+    if data.attempts.any():
+        out["candidates per puzzle"] = f"{data.attempts.mean():.1f}"
+    if (data.ratings >= 0).any():
+        r = data.ratings
+        out["rating"] = f"min {r.min()}, median {np.median(r):.0f}, max {r.max()}"
+    return out
+
+
+__all__ = ["MATE_DEPTHS", "RATING_BANDS", "ChessSet", "ChessTask", "canonical_transform", "encode",
+           "encode_position", "generate", "load_lichess_csv", "load_lichess_level", "mate_problem",
+           "position_problem", "random_position", "summarize", "token", "validate", "winning_first_moves"]

@@ -22,7 +22,7 @@ def test_task_names_and_unknown_name():
 @pytest.mark.parametrize("name, dims, window, train, grid", [
     ("prefix_sum", (2, 2), 5, "32", (32,)),
     ("sudoku", (10, 9), None, "easy", (9, 9)),
-    ("chess", (12, 2), None, "mate1", (8, 8)),
+    ("chess", (15, 6), None, "mate1", (8, 8)),
 ])
 def test_ladder_dims_and_grid(name, dims, window, train, grid):
     task = get_task(name)
@@ -56,7 +56,8 @@ def test_make_shapes_dtypes_and_determinism(name, level, n_tokens, tmp_path):
     assert batch.targets.shape == (3, n_tokens) and batch.targets.dtype == torch.int64
     assert int(np.prod(batch.grid)) == n_tokens and (batch.level, batch.seed) == (level, 5)
     assert batch.targets.min() >= 0 and batch.targets.max() < task.out_dim
-    per_token = batch.inputs.sum(-1)  # one-hot tokens (chess: empty squares are all zero)
+    pieces = batch.inputs[..., :12] if name == "chess" else batch.inputs  # chess: then castling, en passant
+    per_token = pieces.sum(-1)  # one-hot tokens (chess: empty squares are all zero)
     assert ((per_token == 0) | (per_token == 1)).all()
     again = task.make(level, 3, seed=5, cache_dir=tmp_path / "other")  # regenerated, not read back
     assert torch.equal(again.inputs, batch.inputs) and torch.equal(again.targets, batch.targets)

@@ -77,6 +77,40 @@ def test_validation_reads_back_once_whatever_the_batches(host_syncs: list[str]) 
     assert results[0]["loss"] == pytest.approx(float(task.loss(logits, data.targets)), rel=1e-5)
 
 
+def test_scoring_accepts_every_recorded_answer() -> None:
+    """A chess prediction that is another winning first move is right when the batch's
+    answer table is passed (validation and evaluation alike), and wrong without it."""
+    from fpstab.evaluate import trajectory_metrics
+    from fpstab.tasks import get_task
+    from fpstab.train import evaluate_at
+
+    task = get_task("chess")
+    targets = torch.zeros(2, 64, dtype=torch.long)
+    targets[:, [12, 4]] = 1
+    answers = torch.tensor([[[12, 4, 1], [30, 22, 1]]] * 2)
+    logits = torch.zeros(2, 64, task.out_dim)
+    logits[:, [30, 22], 1] = 5.0  # the second answer
+
+    class Fixed(torch.nn.Module):
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+        def init_state(self, e: torch.Tensor) -> torch.Tensor:
+            return e
+
+        def step(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+            return h
+
+        def readout(self, h: torch.Tensor) -> torch.Tensor:
+            return logits[: h.shape[0]]
+
+    core, x, cpu = Fixed(), torch.zeros(2, 64, task.in_dim), torch.device("cpu")
+    assert evaluate_at(core, core.step, task, x, targets, 1, 2, cpu, "fp32", answers)["exact_match"] == 1.0
+    assert evaluate_at(core, core.step, task, x, targets, 1, 2, cpu, "fp32")["exact_match"] == 0.0
+    assert trajectory_metrics(core, task, x, targets, 2, answers)["correct"].all()
+    assert not trajectory_metrics(core, task, x, targets, 2)["correct"].any()
+
+
 @pytest.mark.parametrize("depths, embed_learns", [((0, 3), True), ((2, 1), False)])
 def test_progressive_loss_gradient_paths(depths: tuple[int, int], embed_learns: bool) -> None:
     """n = 0: the k steps start from h0 = e with its graph (the encoder learns
