@@ -17,7 +17,7 @@ from fpstab import __version__
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("fpstab.probe_command", "probe a looped core on the three stability axes"),
-    "train": ("fpstab.train", "train a looped core on a task"),
+    "train": ("fpstab.train_command", "train a looped core on a task"),
     "eval": ("fpstab.evaluate", "evaluate a trained run across iterations and ladder levels"),
     "data": ("fpstab.data_command", "generate, cache and show task data"),
     "sweep": ("fpstab.sweep", "train, evaluate and probe every run of a grid file (resumable)"),

@@ -26,13 +26,8 @@ from fpstab.runs import (
     read_json,
     save_checkpoint,
 )
-from fpstab.train import (
-    add_arguments,
-    config_from_args,
-    lr_at,
-    param_groups,
-    progressive_depths,
-)
+from fpstab.protocol import lr_at, param_groups, progressive_depths
+from fpstab.train_command import add_arguments, config_from_args
 
 
 # ---- config -------------------------------------------------------------
@@ -46,7 +41,10 @@ from fpstab.train import (
         ({"alpha": 1.5}, r"alpha=1.5 must be <= 1.0"),
         ({"batch_size": 0}, r"batch_size=0 must be an int >= 1"),
         ({"train_iters": 2.5}, r"train_iters=2.5 must be an int >= 1"),
-        ({"d_model": 30, "n_heads": 8}, r"d_model=30 must be divisible by n_heads=8"),
+        ({"d_model": 30, "n_heads": 8}, r"CoreConfig.n_heads=8 is invalid; allowed: a divisor of d_model=30"),
+        ({"norm": "post"}, r"CoreConfig.norm='post' is invalid; allowed: one of \('inner', 'outer', 'both', 'peri'\)"),
+        ({"arch": "fixed_depth", "layers_per_loop": 2}, r"CoreConfig.layers_per_loop=2 is invalid"),
+        ({"task": "prefix_sums"}, r"task='prefix_sums' is not one of \['prefix_sum', 'sudoku', 'chess'\]"),
         ({"attn_window": 4}, r"attn_window=4 must be 'task', 'full' or an odd positive int"),
         ({"lr_milestones": [60, 30]}, r"lr_milestones=\(60, 30\) must be increasing"),
         ({"n_train": 100, "batch_size": 200}, r"batch_size=200 exceeds n_train=100"),
