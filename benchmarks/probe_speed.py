@@ -3,13 +3,20 @@
 For a fresh seeded core on 81 tokens (9x9 grid) at the state reached after T
 iterations, computes rho(J_h), sigma_min(I - J_h) and one implicit-function
 solve dh*/de u both ways:
-  matrix-free: Arnoldi / Golub-Kahan / GMRES on JVPs and VJPs (fixedpoint);
+  matrix-free: Krylov-Schur / Golub-Kahan on (I - J)^-1 through GMRES / GMRES
+               on JVPs and VJPs (fixedpoint), with their products and whether
+               they converged;
   dense:       the Jacobian by vmapped VJPs (as jacrev), then eigvals,
                svdvals and a dense solve.
 The dense column's time includes building the Jacobian (shown on its own row).
 
+`--full-probe` instead times the whole `fixedpoint.probe` (every axis, default
+settings) on a batch of `--batch` samples: the paper's size is d_model 256,
+81 tokens, batch 8 (20,736 state dims).
+
     python benchmarks/probe_speed.py                      # d_model 64 and 256
     python benchmarks/probe_speed.py --d-models 64 --device cuda
+    python benchmarks/probe_speed.py --full-probe --d-models 256 --batch 8 --device cuda
 """
 
 from __future__ import annotations
@@ -22,8 +29,7 @@ from typing import Callable
 import torch
 
 from fpstab.architectures import CoreConfig, build_core
-from fpstab.fixedpoint import dense_jacobian, implicit_input_jacobian, singular_values, spectral_radius
-from fpstab.fixedpoint.solve import iterate
+from fpstab.fixedpoint import dense_jacobian, implicit_input_jacobian, iterate, probe, smallest_singular_value, spectral_radius
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float]:
@@ -50,20 +56,20 @@ def bench(d_model: int, args: argparse.Namespace) -> list[dict]:
     x = torch.nn.functional.one_hot(digits, 10).to(device=device, dtype=dtype)
     with torch.no_grad():
         e = core.encode(x)
-        h = iterate(lambda s: core.step(s, e), core.init_state(e), args.iters)[0]
+        h = iterate(lambda s: core.step(s, e), core.init_state(e), args.iters).final
     f = lambda s: core.step(s, e)  # noqa: E731
     n = h[0].numel()
     u = torch.randn(e.shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
     u = u / u.norm()
 
-    rho_mf, t_rho = timed(lambda: spectral_radius(f, h, steps=args.krylov), device)
-    (smin_mf, _), t_sv = timed(lambda: singular_values(f, h, steps=args.gk_steps), device)
-    w_mf, t_ift = timed(lambda: implicit_input_jacobian(core.step, h, e, u), device)
-    rows = [
-        dict(d_model=d_model, N=n, quantity="rho(J_h)", matrix_free=rho_mf.item(), mf_s=t_rho),
-        dict(d_model=d_model, N=n, quantity="sigma_min(I-J_h)", matrix_free=smin_mf.item(), mf_s=t_sv),
-        dict(d_model=d_model, N=n, quantity="IFT |dh*/de u|", matrix_free=w_mf.norm().item(), mf_s=t_ift),
-    ]
+    rho_est, t_rho = timed(lambda: spectral_radius(f, h, steps=args.krylov), device)
+    smin_est, t_sv = timed(lambda: smallest_singular_value(f, h), device)
+    ift_est, t_ift = timed(lambda: implicit_input_jacobian(core.step, h, e, u), device)
+    w_mf = ift_est.value
+    rows = [dict(d_model=d_model, N=n, quantity=q, matrix_free=est.value.norm().item(), mf_s=t,
+                 converged=bool(est.converged.all()), products=est.products)
+            for q, est, t in (("rho(J_h)", rho_est, t_rho), ("sigma_min(I-J_h)", smin_est, t_sv),
+                              ("IFT |dh*/de u|", ift_est, t_ift))]
     if n > args.dense_max_n:
         for r in rows:
             r.update(dense=None, dense_s=None, note=f"dense skipped: N={n} > --dense-max-n {args.dense_max_n}")
@@ -93,6 +99,24 @@ def bench(d_model: int, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def full_probe(d_model: int, args: argparse.Namespace) -> list[dict]:
+    """Wall time of every probe axis with default settings on --batch sudoku-sized inputs."""
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    torch.manual_seed(args.seed)
+    cfg = CoreConfig(arch=args.arch, norm=args.norm, d_model=d_model, n_heads=args.heads, in_dim=10, out_dim=9, grid=(9, 9))
+    core = build_core(cfg).to(device=device, dtype=dtype).eval()
+    digits = torch.randint(0, 10, (args.batch, 81), generator=torch.Generator().manual_seed(args.seed))
+    x = torch.nn.functional.one_hot(digits, 10).to(device=device, dtype=dtype)
+    report, total = timed(lambda: probe(core, x, targets=(digits % 9).to(device)), device)
+    n = 81 * d_model
+    rows = [dict(d_model=d_model, N=n, quantity=f"axis {name}: {axis.verdict.status}", matrix_free=None, mf_s=axis.seconds,
+                 note="; ".join(f"{k} {sum(v['converged'])}/{len(v['converged'])} conv, {v['products']} products"
+                                for k, v in axis.estimates.items()))
+            for name, axis in report.axes.items()]
+    rows.append(dict(d_model=d_model, N=n, quantity=f"whole probe, batch {args.batch}", matrix_free=None, mf_s=total))
+    return rows
+
+
 def fmt(v: object, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -105,7 +129,8 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--iters", type=int, default=100, help="iterations before probing")
     p.add_argument("--krylov", type=int, default=40, help="Arnoldi steps per cycle")
-    p.add_argument("--gk-steps", type=int, default=200, help="Golub-Kahan steps for sigma_min")
+    p.add_argument("--full-probe", action="store_true", help="time the whole probe instead (see above)")
+    p.add_argument("--batch", type=int, default=8, help="samples of --full-probe")
     p.add_argument("--chunk", type=int, default=256, help="VJPs per vmap chunk of the dense Jacobian")
     p.add_argument("--dense-max-n", type=int, default=25_000, help="skip the dense path above this state size")
     p.add_argument("--dense-only", nargs="+", choices=["rho", "sigma", "ift"], default=["rho", "sigma", "ift"],
@@ -122,7 +147,7 @@ def main() -> None:
     print("-" * len(head), flush=True)
     rows = []
     for d in args.d_models:  # print each width's rows as soon as they are measured
-        measured = bench(d, args)
+        measured = full_probe(d, args) if args.full_probe else bench(d, args)
         print_rows(measured)
         rows += measured
         if args.json:
@@ -136,6 +161,7 @@ def print_rows(rows: list[dict]) -> None:
         ratio = r["dense_s"] / r["mf_s"] if r.get("dense_s") and r.get("mf_s") else None
         print(f"{r['d_model']:>4} {r['N']:>6}  {r['quantity']:<24} {fmt(r['matrix_free'], '12.6g')} {fmt(r.get('dense'), '12.6g')} "
               f"{fmt(diff, '9.2e')} {fmt(r['mf_s'], '8.2f')} {fmt(r.get('dense_s'), '8.2f')} {fmt(ratio, '8.1f')}"
+              + (f"  converged {r['converged']}, {r['products']} products" if "products" in r else "")
               + (f"  {r['note']}" if r.get("note") else "")
               + (f"  direction rel. err {r['direction_rel_err']:.1e}" if "direction_rel_err" in r else ""), flush=True)
 

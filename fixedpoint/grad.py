@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from fpstab.fixedpoint.linalg import gmres
+from fpstab.fixedpoint.estimate import Estimate
+from fpstab.fixedpoint.krylov import default_tol, gmres
 
 Map = Callable[[Tensor], Tensor]
 
@@ -25,6 +26,7 @@ def implicit_gradient(
     steps: int = 40,
     restarts: int = 5,
     tol: float | None = None,
+    on_solve: Callable[[Estimate], None] | None = None,
 ) -> Tensor:
     """f(h*) with the implicit-function-theorem backward.
 
@@ -34,20 +36,26 @@ def implicit_gradient(
     by GMRES on VJPs; h* itself is a detached leaf, so nothing flows through
     the solver's iterations.
 
+    Under autocast the VJPs run in the autocast dtype (bf16, fp16); the solve
+    itself (basis, coefficients) runs in at least float32, and its tolerance
+    is what the VJPs' dtype can reach.
+
     Args:
         f: batched map (B, ...) -> (B, ...).
         h_star: (B, ...) fixed point (detached internally).
-        steps, restarts, tol: GMRES settings for the backward solve (tol
-            default: 1e-10 in float64, 1e-5 below, what the dtype can reach).
+        steps, restarts: GMRES Krylov dimension and cycles of the backward solve.
+        tol: its relative residual (default: `default_tol` of the VJPs' dtype).
+        on_solve: called with the backward solve's Estimate (its relative
+            residual and convergence), e.g. to record it.
     Returns:
         (B, ...) tensor equal to f(h_star).
     """
-    if tol is None:
-        tol = 1e-10 if h_star.dtype == torch.float64 else 1e-5
     h = h_star.detach().requires_grad_()
     z = f(h)
     if not z.requires_grad:
         return z
+    product_dtype = _product_dtype(z)
+    tol = default_tol(product_dtype) if tol is None else tol
     inside = {"solving": False}
 
     def hook(grad: Tensor) -> Tensor:
@@ -55,19 +63,35 @@ def implicit_gradient(
             return grad
         inside["solving"] = True
         try:
-            flat = grad.reshape(grad.shape[0], -1)
+            work = torch.promote_types(grad.dtype, torch.float32)
+            flat = grad.reshape(grad.shape[0], -1).to(work)
 
             def a_transpose(v: Tensor) -> Tensor:
-                (jt,) = torch.autograd.grad(z, h, v.reshape(grad.shape), retain_graph=True)
-                return v - jt.reshape(v.shape)
+                (jt,) = torch.autograd.grad(z, h, v.reshape(grad.shape).to(z.dtype), retain_graph=True)
+                return v - jt.reshape(v.shape).to(work)
 
-            y, _ = gmres(a_transpose, flat, steps=steps, restarts=restarts, tol=tol)
+            est = gmres(a_transpose, flat, steps=steps, restarts=restarts, tol=tol)
         finally:
             inside["solving"] = False
-        return y.reshape(grad.shape)
+        if on_solve is not None:
+            on_solve(est)
+        return est.value.to(grad.dtype).reshape(grad.shape)
 
     z.register_hook(hook)
     return z
+
+
+def _product_dtype(z: Tensor) -> torch.dtype:
+    """The precision the backward products of z run in: z's dtype, or the
+    autocast dtype when autocast is on (it casts the matmuls' inputs)."""
+    device = z.device.type
+    try:
+        enabled, low = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    except (AttributeError, TypeError):  # torch < 2.4: no per-device autocast queries
+        return z.dtype
+    if enabled and torch.finfo(low).eps > torch.finfo(z.dtype).eps:
+        return low
+    return z.dtype
 
 
 def phantom_gradient(f: Map, h_star: Tensor, steps: int = 5, damping: float = 0.5) -> Tensor:

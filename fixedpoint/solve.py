@@ -7,31 +7,40 @@ sample and per function evaluation, the relative residual
 
     r = ||f(h) - h|| / ||f(h)||        (norms over all non-batch dims)
 
-at every point the solver evaluated. torchdeq's own traces are padded after an
-early stop and its returned iterate is the lowest-residual one without saying
-so; here the result names which state it returns (`returned`), keeps both the
-best and the final state, and turns non-finite values and torchdeq's
-LinAlgError into a reported divergence with the trace so far.
+at every point the solver evaluated (`trajectory.relative_residual`).
+torchdeq's own traces are padded after an early stop and its returned
+iterate is the lowest-residual one without saying so; here the result names
+which state it returns (`returned`), keeps both the best and the final state,
+and turns non-finite values and torchdeq's LinAlgError into a reported
+divergence with the trace so far.
+
+Host round trips: the recorder keeps traces, best points and divergence
+flags on the device and looks at them from the host only every
+`check_every` evaluations (to stop once every sample has diverged, or, for
+"iterate", converged). torchdeq's Anderson and Broyden still read their own
+stopping test once per iteration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
-from torchdeq.solver import anderson_solver, broyden_solver, fixed_point_iter
+from torchdeq.solver import anderson_solver, broyden_solver
+
+from fpstab.fixedpoint.estimate import Estimate
+from fpstab.fixedpoint.trajectory import relative_residual
 
 Map = Callable[[Tensor], Tensor]
 
-# torchdeq function per solver name; all take (func, x0, max_iter, tol, stop_mode).
+# torchdeq function per solver name; both take (func, x0, max_iter, tol, stop_mode).
 _TORCHDEQ = {
-    "iterate": fixed_point_iter,
     "anderson": anderson_solver,
     "broyden": broyden_solver,
 }
-SOLVERS: tuple[str, ...] = tuple(_TORCHDEQ)
+SOLVERS: tuple[str, ...] = ("iterate", *_TORCHDEQ)
 RETURNS: tuple[str, ...] = ("best", "final")
 
 
@@ -79,15 +88,24 @@ class SolveResult:
         """(B,) lowest relative residual reached."""
         return self.residuals.nan_to_num(nan=float("inf")).min(dim=1).values
 
+    def estimate(self) -> Estimate:
+        """The returned state as an Estimate: error is the relative residual of
+        the point returned (best) or last evaluated (final); a diverged sample
+        never counts as converged."""
+        error = self.best_residual if self.returned == "best" else self.final_residual
+        error = torch.where(self.diverged, torch.full_like(error, float("inf")), error)
+        return Estimate.checked(self.state, error, self.tol, self.nfe, f"solve({self.solver})",
+                                "relative residual |f(h)-h|/|f(h)|")
 
-class _AllDiverged(Exception):
-    """Raised inside the solver loop once no sample can recover."""
+
+class _Stop(Exception):
+    """Raised inside the solver loop once no sample needs more evaluations."""
 
 
 class _Recorder:
-    """Wraps f: records residuals, the best point and non-finite values."""
+    """Wraps f: records residuals, the best point and non-finite values, on the device."""
 
-    def __init__(self, f: Map, h0: Tensor, blowup: float) -> None:
+    def __init__(self, f: Map, h0: Tensor, blowup: float, check_every: int, stop_below: float | None) -> None:
         self.f = f
         self.shape = h0.shape
         self.rel: list[Tensor] = []
@@ -95,30 +113,44 @@ class _Recorder:
         batch = h0.shape[0]
         self.bad = torch.zeros(batch, dtype=torch.bool, device=h0.device)
         self.best = h0.detach().clone()
-        self.best_res = torch.full((batch,), float("inf"), dtype=h0.dtype, device=h0.device)
+        self.best_res = torch.full((batch,), float("inf"), device=h0.device)
         self.limit = blowup * h0.detach().flatten(1).norm(dim=1).clamp_min(1.0)
         self.last_x = h0
         self.last_fx = h0
+        self.check_every = check_every
+        self.stop_below = stop_below  # stop once every sample is below (or diverged)
+        self.stopped_by: str | None = None
 
     def __call__(self, x: Tensor) -> Tensor:
         x = x.reshape(self.shape)
         fx = self.f(x)
-        diff = (fx - x).flatten(1).norm(dim=1)
-        size = fx.flatten(1).norm(dim=1)
-        rel = diff / (size + torch.finfo(fx.dtype).tiny)
-        finite = torch.isfinite(fx.flatten(1)).all(dim=1) & torch.isfinite(x.flatten(1)).all(dim=1)
-        self.bad |= ~finite | (size > self.limit)
-        rel = torch.where(finite, rel, torch.full_like(rel, float("inf")))
-        diff = torch.where(finite, diff, torch.full_like(diff, float("inf")))
+        rel, diff = relative_residual(x, fx)
+        self.bad |= ~torch.isfinite(rel) | (fx.flatten(1).norm(dim=1) > self.limit)
         better = rel < self.best_res
         self.best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x.detach(), self.best)
         self.best_res = torch.where(better, rel, self.best_res)
-        self.rel.append(rel.detach())
-        self.abs.append(diff.detach())
+        self.rel.append(rel)
+        self.abs.append(diff)
         self.last_x, self.last_fx = x.detach(), fx.detach()
-        if bool(self.bad.all()):
-            raise _AllDiverged
+        if len(self.rel) % self.check_every == 0:
+            self._maybe_stop(rel)
         return fx
+
+    def _maybe_stop(self, rel: Tensor) -> None:
+        """The only host round trip: every `check_every` evaluations."""
+        if bool(self.bad.all()):
+            self.stopped_by = "diverged"
+            raise _Stop
+        if self.stop_below is not None and bool(((rel < self.stop_below) | self.bad).all()):
+            self.stopped_by = "converged"
+            raise _Stop
+
+
+def _iterate_solver(f: Map, x0: Tensor, max_iter: int, **_: float) -> None:
+    """Plain fixed-point iteration; the recorder decides when to stop."""
+    x = x0
+    for _ in range(max_iter):
+        x = f(x)
 
 
 def solve(
@@ -129,6 +161,7 @@ def solve(
     tol: float = 1e-4,
     returns: str = "best",
     blowup: float = 1e6,
+    check_every: int = 8,
     **solver_kwargs: float,
 ) -> SolveResult:
     """Find h* = f(h*) for every sample of a batch, without gradients.
@@ -143,9 +176,11 @@ def solve(
         returns: "best" (lowest residual point) or "final" (last iterate).
         blowup: a sample whose ||f(h)|| exceeds blowup * max(||h0||, 1) is
             reported diverged.
+        check_every: evaluations between host-side checks (stop when every
+            sample diverged; for "iterate" also when every sample is below tol).
         solver_kwargs: passed to the torchdeq solver (e.g. m, lam, tau).
     """
-    if solver not in _TORCHDEQ:
+    if solver not in SOLVERS:
         raise ValueError(f"solver={solver!r} is not one of {list(SOLVERS)}")
     if returns not in RETURNS:
         raise ValueError(f"returns={returns!r} is not one of {list(RETURNS)}")
@@ -155,18 +190,21 @@ def solve(
         raise ValueError(f"tol={tol} must be > 0")
     if h0.dim() < 2:
         raise ValueError(f"h0 must be batched, shape (B, ...); got {tuple(h0.shape)}")
-
-    rec = _Recorder(f, h0, blowup)
+    if check_every < 1:
+        raise ValueError(f"check_every={check_every} must be >= 1")
+    rec = _Recorder(f, h0, blowup, check_every, stop_below=tol if solver == "iterate" else None)
+    run = _iterate_solver if solver == "iterate" else _TORCHDEQ[solver]
     failure: str | None = None
     with torch.no_grad():
         try:
-            _TORCHDEQ[solver](rec, h0.detach(), max_iter=max_iter, tol=tol, stop_mode="rel", **solver_kwargs)
-        except _AllDiverged:
-            failure = "every sample became non-finite or blew up"
+            run(rec, h0.detach(), max_iter=max_iter, tol=tol, stop_mode="rel", **solver_kwargs)
+        except _Stop:
+            if rec.stopped_by == "diverged":
+                failure = "every sample became non-finite or blew up"
         except (torch.linalg.LinAlgError, RuntimeError) as err:
             failure = f"{type(err).__name__}: {err}".splitlines()[0]
     if not rec.rel:  # the solver broke down before its first evaluation
-        inf = torch.full((h0.shape[0], 1), float("inf"), dtype=h0.dtype, device=h0.device)
+        inf = torch.full((h0.shape[0], 1), float("inf"), device=h0.device)
         rec.rel, rec.abs = [inf[:, 0]], [inf[:, 0]]
     residuals = torch.stack(rec.rel, dim=1)
     abs_residuals = torch.stack(rec.abs, dim=1)
@@ -197,24 +235,3 @@ def solve(
         tol=tol,
         failure=failure,
     )
-
-
-def iterate(f: Map, h0: Tensor, iters: int) -> tuple[Tensor, Tensor]:
-    """Plain iteration h_{t+1} = f(h_t) for exactly `iters` steps, no gradients.
-
-    Returns (h_T (B, ...), residuals (B, iters)) where residuals[:, t] is
-    ||h_{t+1} - h_t|| / ||h_{t+1}|| (inf once a sample is non-finite). Unlike
-    `solve`, it never stops early: probes use it to measure the trajectory
-    the model itself runs.
-    """
-    h = h0.detach()
-    trace = []
-    with torch.no_grad():
-        for _ in range(iters):
-            nxt = f(h)
-            diff = (nxt - h).flatten(1).norm(dim=1)
-            rel = diff / (nxt.flatten(1).norm(dim=1) + torch.finfo(nxt.dtype).tiny)
-            finite = torch.isfinite(nxt.flatten(1)).all(dim=1)
-            trace.append(torch.where(finite, rel, torch.full_like(rel, float("inf"))))
-            h = nxt
-    return h, torch.stack(trace, dim=1)

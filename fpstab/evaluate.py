@@ -33,13 +33,16 @@ import torch
 from torch import Tensor, nn
 
 from fpstab import __version__
+from fpstab.devices import check_device_name, resolve_device
 from fpstab.runs import (
     EVAL_FILE,
+    STATUS_FILE,
     PLOTS_DIR,
     atomic_write_json,
     checkpoint_path_of,
     load_checkpoint,
     load_run,
+    read_status,
     run_dir_of,
 )
 
@@ -197,21 +200,16 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
     """
     from fpstab.tasks import get_task
 
-    if iters < 1:
-        raise ValueError(f"iters={iters} must be >= 1")
-    if samples < 1 or batch_size < 1:
-        raise ValueError(f"samples={samples} and batch_size={batch_size} must be >= 1")
-    if solver is not None and solver not in ("anderson", "broyden", "iterate"):
-        raise ValueError(f"solver={solver!r} is not one of ['anderson', 'broyden', 'iterate', None]")
+    check_eval_options(iters=iters, samples=samples, batch_size=batch_size, halt_tol=halt_tol, solver=solver,
+                       solver_max_iter=solver_max_iter, solver_tol=solver_tol, data_seed=data_seed)
     t_start = time.perf_counter()
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     ckpt_path = Path(checkpoint) if checkpoint is not None else checkpoint_path_of(run)
     run_dir = run_dir_of(run)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but torch sees no CUDA device; use --device cpu")
+    dev = resolve_device(device)
     core, _, cfg, task_name = load_run(run_dir, device=dev, checkpoint=ckpt_path)
     ckpt_step = int(load_checkpoint(ckpt_path)["step"])
+    run_state = _run_state(run_dir, ckpt_step, say)
     task = get_task(task_name)
     ladder = task.ladder()
     levels = parse_levels([str(lv) for lv in levels] if levels else None, ladder)
@@ -227,6 +225,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
         "run_dir": str(run_dir),
         "checkpoint": str(ckpt_path),
         "checkpoint_step": ckpt_step,
+        "run_state": run_state,
         "task": task_name,
         "arch": cfg.arch,
         "norm": cfg.norm,
@@ -316,6 +315,37 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
     return record
 
 
+def check_eval_options(iters: int, samples: int, batch_size: int, halt_tol: float, solver: str | None,
+                       solver_max_iter: int | None, solver_tol: float, data_seed: int | None) -> None:
+    """ValueError naming the first option out of its range (the CLI calls this before importing torch)."""
+    for name, value in (("iters", iters), ("samples", samples), ("batch-size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name} {value!r}: must be an int >= 1")
+    if solver_max_iter is not None and solver_max_iter < 1:
+        raise ValueError(f"--solver-max-iter {solver_max_iter}: must be >= 1")
+    for name, value in (("halt-tol", halt_tol), ("solver-tol", solver_tol)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name} {value!r}: must be a number > 0 (a relative residual)")
+    if data_seed is not None and data_seed < 0:
+        raise ValueError(f"--data-seed {data_seed}: must be >= 0")
+    if solver is not None and solver not in ("anderson", "broyden", "iterate"):
+        raise ValueError(f"--solver {solver!r}: allowed: anderson, broyden, iterate, none")
+
+
+def _run_state(run_dir: Path, ckpt_step: int, say: Any) -> dict[str, Any]:
+    """The run's status.json state, recorded in eval.json; a diverged run is said to be one."""
+    status = read_status(run_dir) if (run_dir / STATUS_FILE).is_file() else {}
+    state = {"state": status.get("state", "unknown"), "step": status.get("step"),
+             "reason": status.get("reason")}
+    if state["state"] == "diverged":
+        say(f"[eval] note: this run diverged at step {state['step']} ({state['reason']}); evaluating its last "
+            f"finite checkpoint, step {ckpt_step}")
+    elif state["state"] in ("running", "interrupted"):
+        say(f"[eval] note: this run's training is {state['state']} (step {state['step']}); evaluating its "
+            f"checkpoint at step {ckpt_step}")
+    return state
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `fpstab eval`."""
     parser.add_argument("run", type=Path, help="run directory (or a checkpoint file inside one)")
@@ -342,10 +372,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `fpstab eval`."""
+    if args.device is not None:
+        check_device_name(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: must be >= 1")
+    check_eval_options(iters=args.iters, samples=args.samples, batch_size=args.batch_size, halt_tol=args.halt_tol,
+                       solver=None if args.solver == "none" else args.solver, solver_max_iter=args.solver_max_iter,
+                       solver_tol=args.solver_tol, data_seed=args.data_seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads={args.threads} must be >= 1")
         torch.set_num_threads(args.threads)
     evaluate_run(args.run, levels=args.levels, iters=args.iters, samples=args.samples,
                  batch_size=args.batch_size, device=device, halt_tol=args.halt_tol,

@@ -1,31 +1,41 @@
-"""`fpstab probe`: the three stability axes on a fresh or trained core.
+"""`fpstab probe`: the stability axes on a fresh or trained core.
 
     fpstab probe --arch internal_recall --norm outer
-    fpstab probe --checkpoint runs/NAME --json probe.json
+    fpstab probe --checkpoint runs/NAME --level 512 --json probe.json
 
 A fresh core is built from the same configuration `fpstab train` uses
-(preset + explicit overrides, seeded), for the task's training level; a
-trained core comes from a run directory or checkpoint with its own config.
+(preset + explicit overrides, seeded); a trained core comes from a run
+directory or checkpoint with its own config. The inputs are probed at the
+core's training level and at every `--level` given. A trained core is probed
+on held-out inputs: data seed = the run's data_seed + 3 (training uses
+data_seed, validation + 1, evaluation + 2); a fresh core on data seed
+`--seed`. Every level's probe goes into one record.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 CORE_KEYS = ("arch", "norm", "recall", "residual", "d_model", "n_heads", "layers_per_loop", "preset")
 DTYPES = ("float32", "float64")
+HELD_OUT_OFFSET = 3  # data seed offset of probe inputs from a run's data_seed (train 0, val 1, eval 2)
+# ProbeSettings fields set from the command line (flag = --field-name).
+SETTING_FLAGS = ("iters", "tol", "solver", "solver_iters", "fd_eps", "grad_steps", "krylov_steps",
+                 "krylov_restarts", "gmres_steps", "gmres_restarts", "inverse_steps")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fpstab.architectures import ARCHS, NORMS, RECALLS, RESIDUALS
-    from fpstab.fixedpoint import SOLVERS
+    from fpstab.fixedpoint import SOLVERS, ProbeSettings
     from fpstab.tasks import TASK_NAMES
 
     from fpstab.config import PRESETS
 
+    d = ProbeSettings()
     core = parser.add_argument_group("the core (a fresh, seeded one; not with --checkpoint)")
     core.add_argument("--arch", choices=ARCHS, help="looped core (default: internal_recall)")
     core.add_argument("--norm", choices=NORMS, help="normalization placement (default: outer)")
@@ -39,18 +49,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="a run directory or checkpoint file of `fpstab train`")
     parser.add_argument("--task", choices=TASK_NAMES, help="task whose inputs are probed (default: prefix_sum, "
                         "or the checkpoint's task)")
-    parser.add_argument("--level", help="ladder level of the inputs (default: the task's training level)")
-    parser.add_argument("--samples", type=int, default=8, help="inputs probed (default: 8)")
-    parser.add_argument("--iters", type=int, default=500, help="iterations T of the map (default: 500)")
-    parser.add_argument("--tol", type=float, default=1e-4, help="relative residual of a fixed point (default: 1e-4)")
-    parser.add_argument("--solver", choices=SOLVERS, default="anderson", help="solver polishing h_T (default: anderson)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the fresh core, the inputs and the probe (default: 0)")
+    parser.add_argument("--level", action="append", default=[],
+                        help="also probe inputs of this ladder level (repeatable); the training level is always probed")
+    parser.add_argument("--samples", type=int, default=8, help="inputs probed per level (default: 8)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the fresh core, its inputs and the probe's directions (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="probe precision (default: float32)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: 1 on cpu, where the probe's small tensors "
                         "gain nothing from more and contend on a busy machine)")
-    parser.add_argument("--json", type=Path, help="write the probe record (JSON, schema fpstab.probe/1) here")
+    parser.add_argument("--json", type=Path, help="write the probe record (JSON, schema fpstab.probe/2) here")
+    knobs = parser.add_argument_group("probe settings (cost against convergence)")
+    knobs.add_argument("--iters", type=int, default=d.iters, help=f"iterations T of the loop (default: {d.iters})")
+    knobs.add_argument("--tol", type=float, default=d.tol, help=f"relative residual of a fixed point (default: {d.tol})")
+    knobs.add_argument("--solver", choices=SOLVERS, default=d.solver, help=f"solver polishing h_T (default: {d.solver})")
+    knobs.add_argument("--solver-iters", type=int, default=d.solver_iters, help=f"(default: {d.solver_iters})")
+    knobs.add_argument("--fd-eps", type=float, default=None,
+                       help="finite-difference step in e-space (default: 1e-2 float32, 1e-4 float64)")
+    knobs.add_argument("--grad-steps", type=int, default=d.grad_steps,
+                       help=f"k, unrolled steps for gradient growth and the unrolled gradient (default: {d.grad_steps})")
+    knobs.add_argument("--krylov-steps", type=int, default=d.krylov_steps,
+                       help=f"Krylov dimension for rho, sigma_max, |J| (default: {d.krylov_steps})")
+    knobs.add_argument("--krylov-restarts", type=int, default=d.krylov_restarts, help=f"(default: {d.krylov_restarts})")
+    knobs.add_argument("--gmres-steps", type=int, default=d.gmres_steps,
+                       help=f"GMRES Krylov dimension (default: {d.gmres_steps})")
+    knobs.add_argument("--gmres-restarts", type=int, default=d.gmres_restarts, help=f"(default: {d.gmres_restarts})")
+    knobs.add_argument("--inverse-steps", type=int, default=d.inverse_steps,
+                       help=f"Golub-Kahan steps on (I - J)^-1 for sigma_min (default: {d.inverse_steps})")
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """ProbeSettings from the flags; its errors name the flag, not the field."""
+    from fpstab.fixedpoint import ProbeSettings
+
+    try:
+        return ProbeSettings(**{k: getattr(args, k) for k in SETTING_FLAGS}, seed=args.seed)
+    except ValueError as err:
+        message = re.sub(r"\b([a-z_]+)=", lambda m: f"--{m.group(1).replace('_', '-')} "
+                         if m.group(1) in SETTING_FLAGS else m.group(0), str(err))
+        raise ValueError(message) from None
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -58,24 +96,19 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--threads {args.threads}: must be >= 1")
     if args.samples < 2:
         raise ValueError(f"--samples {args.samples}: need at least 2 (path independence uses another input's state)")
-    if args.iters < 30:
-        raise ValueError(f"--iters {args.iters}: need at least 30 (the tail rate uses the last 20 steps)")
-    if not args.tol > 0:
-        raise ValueError(f"--tol {args.tol}: must be > 0")
     given = [k for k in CORE_KEYS if getattr(args, k) is not None]
     if args.checkpoint is not None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags} cannot be combined with --checkpoint: a trained core keeps its own architecture")
 
 
-def build(args: argparse.Namespace) -> tuple[Any, Any, str, dict[str, Any]]:
-    """(core, task, level, description) for the arguments; the level defaults
-    to the one the core was (or would be) trained on."""
+def build(args: argparse.Namespace) -> tuple[Any, Any, str, int, dict[str, Any]]:
+    """(core, task, training level, data seed of the probe's inputs, description)."""
     import torch
     from fpstab.architectures import build_core
     from fpstab.tasks import get_task
 
-    from fpstab.config import core_config_for, resolve_config, train_level_for
+    from fpstab.config import core_config_for, resolve_config
 
     if args.checkpoint is not None:
         from fpstab.runs import load_run
@@ -83,7 +116,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str, dict[str, Any]]:
         core, core_cfg, train_cfg, task_name = load_run(args.checkpoint, device=args.device)
         if args.task is not None and args.task != task_name:
             raise ValueError(f"--task {args.task}: the checkpoint was trained on {task_name!r}")
-        source = str(args.checkpoint)
+        source, data_seed = str(args.checkpoint), train_cfg.data_seed + HELD_OUT_OFFSET
     else:
         overrides = {k: getattr(args, k) for k in CORE_KEYS if k != "preset"}
         overrides["task"] = args.task or "prefix_sum"
@@ -93,9 +126,8 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str, dict[str, Any]]:
         core_cfg = core_config_for(train_cfg, get_task(task_name))
         torch.manual_seed(args.seed)
         core = build_core(core_cfg).to(args.device).eval()
-        source = f"fresh core (preset {train_cfg.preset}, seed {args.seed})"
+        source, data_seed = f"fresh core (preset {train_cfg.preset}, seed {args.seed})", args.seed
     task = get_task(task_name)
-    level = args.level or str(train_level_for(train_cfg, task))
     describe = {
         "source": source,
         "task": task_name,
@@ -105,35 +137,52 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str, dict[str, Any]]:
         "residual": core_cfg.residual,
         "d_model": core_cfg.d_model,
         "n_heads": core_cfg.n_heads,
-        "level": level,
     }
-    return core, task, level, describe
+    # The training level as the run stored it (a composite such as "easy+medium" included): task.make checks it.
+    level = train_cfg.train_level if train_cfg.train_level is not None else task.ladder().train
+    return core, task, str(level), data_seed, describe
+
+
+def levels_to_probe(train_level: str, extra: list[str], task: Any) -> list[str]:
+    """The training level first, then each --level once, each checked against the ladder."""
+    levels = [train_level]
+    for level in extra:
+        task.check_level(level)
+        if level not in levels:
+            levels.append(level)
+    return levels
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from fpstab.fixedpoint import probe
-    from fpstab.reports.probe_table import format_probe
+    from fpstab.fixedpoint import probe, probe_record
+    from fpstab.reports.probe_table import format_probe_record
 
     from fpstab.runs import atomic_write_json
 
     _check(args)
+    settings = settings_from(args)
     threads = args.threads if args.threads is not None else (1 if args.device == "cpu" else None)
     if threads is not None:
         torch.set_num_threads(threads)
-    core, task, level, describe = build(args)
+    core, task, train_level, data_seed, describe = build(args)
     if not getattr(core, "looped", True):
         raise ValueError(f"arch {describe['arch']!r} is a one-pass baseline, not a looped map: there is no "
                          "fixed point to probe; choose a looped arch (no_recall, standard_recall, "
                          "internal_recall, fully_looped)")
-    batch = task.make(level, args.samples, seed=args.seed)
+    levels = levels_to_probe(train_level, args.level, task)
     dtype = getattr(torch, args.dtype)
     core = core.to(dtype=dtype)
-    x = batch.inputs.to(device=args.device, dtype=dtype)
-    report = probe(core, x, batch.targets.to(args.device), iters=args.iters, tol=args.tol, solver=args.solver,
-                   seed=args.seed, describe=describe)
-    record = report.to_dict()
-    print(format_probe(record))
+    reports = []
+    for level in levels:
+        batch = task.make(level, args.samples, seed=data_seed)
+        inputs = {"task": describe["task"], "level": level, "training_level": level == train_level,
+                  "data_seed": data_seed, "held_out": args.checkpoint is not None}
+        x = batch.inputs.to(device=args.device, dtype=dtype)
+        reports.append(probe(core, x, batch.targets.to(args.device), settings=settings, describe=describe,
+                             inputs=inputs))
+    record = probe_record(reports)
+    print(format_probe_record(record))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.json, record)

@@ -8,7 +8,7 @@ RUN/logs/STAGE.log:
 
     train   fpstab train --config RUN/logs/request.json --out RUN [--resume]
     eval    fpstab eval RUN --levels ... (the task's ladder; accuracy at every t)
-    probe   fpstab probe --checkpoint RUN --level L --json RUN/probe-L.json, per probe level
+    probe   fpstab probe --checkpoint RUN --level L ... --json RUN/probe.json, every probe level at once
 
 Rerunning the same command skips what is done and resumes the rest: a
 completed training (status.json) is not redone, a killed one continues from
@@ -52,10 +52,10 @@ from fpstab.reports.run_files import (
     CONFIG_FILE,
     EVAL_FILE,
     GRID_FILE,
+    PROBE_FILE,
     STATUS_FILE,
     SWEEP_RUN_FILE,
     SWEEP_RUN_SCHEMA,
-    probe_file,
 )
 from fpstab.runs import atomic_write_json, last_checkpoint_path
 
@@ -122,18 +122,24 @@ def weights_lost(spec: RunSpec, run_dir: Path, status: dict[str, Any]) -> bool:
     if status.get("state") != "completed" or last_checkpoint_path(run_dir).is_file():
         return False
     evaluated = eval_is_current(run_dir, spec.eval_levels, status.get("step"))
-    return not (evaluated and all(probe_path(run_dir, lv).is_file() for lv in spec.probe_levels))
+    return not (evaluated and probe_levels_done(run_dir, spec.probe_levels))
 
 
-def probe_path(run_dir: Path, level: str) -> Path:
-    """Where the probe record of `level` goes: RUN/probe-LEVEL.json."""
-    return run_dir / probe_file(level)
+def probe_levels_done(run_dir: Path, levels: Sequence[str]) -> bool:
+    """True when RUN/probe.json holds an entry for every level in `levels`."""
+    try:
+        entries = json.loads((run_dir / PROBE_FILE).read_text()).get("probes", [])
+        have = {str(e.get("inputs", {}).get("level")) for e in entries}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return all(str(lv) in have for lv in levels)
 
 
-def probe_is_current(run_dir: Path, level: str) -> bool:
-    """True when the probe record of `level` exists and is newer than the last checkpoint."""
-    rec, ckpt = probe_path(run_dir, level), last_checkpoint_path(run_dir)
-    return rec.is_file() and (not ckpt.is_file() or rec.stat().st_mtime >= ckpt.stat().st_mtime)
+def probe_is_current(run_dir: Path, levels: Sequence[str]) -> bool:
+    """True when RUN/probe.json covers `levels` and is newer than the last checkpoint."""
+    rec, ckpt = run_dir / PROBE_FILE, last_checkpoint_path(run_dir)
+    return (probe_levels_done(run_dir, levels)
+            and (not ckpt.is_file() or rec.stat().st_mtime >= ckpt.stat().st_mtime))
 
 
 # ---- the commands -------------------------------------------------------------------------
@@ -167,9 +173,11 @@ def eval_command(spec: RunSpec, run_dir: Path, opts: SweepOptions, grid: Grid) -
     return cmd + _common(opts)
 
 
-def probe_command(spec: RunSpec, run_dir: Path, level: str, opts: SweepOptions, grid: Grid) -> list[str]:
-    cmd = [opts.python, "-m", "fpstab.cli", "probe", "--checkpoint", str(run_dir), "--level", level,
-           "--json", str(probe_path(run_dir, level)), "--device", opts.device]
+def probe_command(spec: RunSpec, run_dir: Path, opts: SweepOptions, grid: Grid) -> list[str]:
+    """`fpstab probe` of a trained run at all its probe levels (the training level is always probed)."""
+    cmd = [opts.python, "-m", "fpstab.cli", "probe", "--checkpoint", str(run_dir),
+           *[arg for level in spec.probe_levels for arg in ("--level", level)],
+           "--json", str(run_dir / PROBE_FILE), "--device", opts.device]
     for key, value in grid.probe.items():
         if key not in ("levels", "extra_args"):
             cmd += ["--" + key.replace("_", "-"), str(value)]
@@ -248,12 +256,12 @@ class Runner:
             record["stages"]["eval"] = _skipped(previous, "eval", "current")
         elif not self._stage("eval", eval_command(spec, run_dir, self.opts, self.grid), run_dir, record):
             return "failed"
-        for level in spec.probe_levels:
-            stage = f"probe {level}"
-            if probe_is_current(run_dir, level):
-                record["stages"][stage] = _skipped(previous, stage, "current")
-            elif not self._stage(stage, probe_command(spec, run_dir, level, self.opts, self.grid), run_dir, record):
-                return "failed"
+        if not spec.probe_levels:
+            return "done"
+        if probe_is_current(run_dir, spec.probe_levels):
+            record["stages"]["probe"] = _skipped(previous, "probe", "current")
+        elif not self._stage("probe", probe_command(spec, run_dir, self.opts, self.grid), run_dir, record):
+            return "failed"
         return "done"
 
     def _train_outcome(self, run_dir: Path) -> str:

@@ -111,7 +111,8 @@ def probe_table(runs: Sequence[RunRecord],
             s = probe_summary(record)
             rows.append([f"{run.train.get('task')} {configuration(run, keys)} s{run.train.get('seed')}", level,
                          *[s["verdicts"][a] for a in AXES],
-                         *[_num(s["figures"][f]) for f in ("rho_max", "sigma_min", "ift_gain", "path_distance")],
+                         *[("unconverged" if f in s["unconverged"] else _num(s["figures"][f]))
+                           for f in ("rho_max", "sigma_min", "ift_gain", "path_distance")],
                          _pct(s["figures"]["converged_share"]), _pct(hard_accuracy(run))])
     return header, rows
 

@@ -1,12 +1,16 @@
 """Terminal table of a probe record (the JSON written by `fpstab probe --json`).
 
-Reads the plain dict only: no torch, no models.
+Reads the plain dict only: no torch, no models. `format_probe` formats one
+entry of the record's "probes" list (the probe of one input batch, e.g. one
+ladder level); `format_probe_record` formats all of them.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "undetermined": "UNDETERMINED"}
 
@@ -14,9 +18,7 @@ VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "undetermined": "UNDETERMINED"}
 def _num(v: Any) -> str:
     if v is None:
         return "n/a"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, int):
+    if isinstance(v, (bool, int, str)):
         return str(v)
     if not math.isfinite(v):
         return str(v)
@@ -25,84 +27,109 @@ def _num(v: Any) -> str:
     return f"{v:.3e}"
 
 
-def _summary(values: Sequence[Any]) -> str:
-    """median [min, max] of the finite values; 'n/a' when there are none."""
-    finite = sorted(float(v) for v in values if v is not None and not isinstance(v, bool) and math.isfinite(v))
+def _median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
+
+
+def summarize(values: Sequence[Any]) -> str:
+    """Per-sample values in one cell: k/n for flags, counts for labels,
+    median [min, max] for numbers ('n/a' when none is finite)."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return f"{sum(present)}/{len(values)}"
+    if present and all(isinstance(v, str) for v in present):
+        return ", ".join(f"{n} {k}" for k, n in Counter(present).most_common())
+    finite = sorted(float(v) for v in present if math.isfinite(float(v)))
     if not finite:
         return "n/a"
-    mid = finite[len(finite) // 2] if len(finite) % 2 else 0.5 * (finite[len(finite) // 2 - 1] + finite[len(finite) // 2])
-    if finite[0] == finite[-1]:
-        return _num(mid)
-    return f"{_num(mid)}  [{_num(finite[0])}, {_num(finite[-1])}]"
+    mid = _median(finite)
+    return _num(mid) if finite[0] == finite[-1] else f"{_num(mid)}  [{_num(finite[0])}, {_num(finite[-1])}]"
 
 
-def _share(flags: Sequence[bool]) -> str:
-    return f"{sum(bool(f) for f in flags)}/{len(flags)}"
+def _figure_rows(figures: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for fig in figures.values():
+        if fig.get("per_sample") is not None:
+            rows.append((fig["label"], summarize(fig["per_sample"])))
+        elif isinstance(fig.get("value"), Mapping):
+            rows += [(f"{k}" if fig["label"] == "weight spectra" else f"{fig['label']}: {k}", _num(v))
+                     for k, v in fig["value"].items()]
+        elif isinstance(fig.get("value"), list) and fig["value"] and not isinstance(fig["value"][0], str):
+            trace = fig["value"]  # a trace: first and last point only
+            rows.append((fig["label"], f"{_num(trace[0])} ... {_num(trace[-1])} ({len(trace)} points)"))
+        else:
+            value = fig.get("value")
+            rows.append((fig["label"], "/".join(value) if isinstance(value, list) else _num(value)))
+    return rows
 
 
-def _rows(title: str, verdict: dict[str, str], rows: list[tuple[str, str]]) -> list[str]:
-    width = max(len(k) for k, _ in rows)
-    out = [f"{title}: {VERDICT_MARK.get(verdict['status'], verdict['status'])}", f"  {verdict['reason']}"]
+def _estimate_rows(estimates: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for est in estimates.values():
+        errors = [e for e in est["error"] if e is not None]
+        worst = _num(max(errors)) if errors else "inf"
+        rows.append((f"[{est['method']}] {est['label']}",
+                     f"converged {summarize(est['converged'])}, max error {worst} (tol {_num(est['tol'])}), "
+                     f"{est['products']} products"))
+    return rows
+
+
+def _axis_lines(number: int, axis: Mapping[str, Any]) -> list[str]:
+    verdict = axis["verdict"]
+    out = [f"{number}. {axis['title']}: {VERDICT_MARK.get(verdict['status'], verdict['status'])}",
+           f"  {verdict['reason']}"]
+    if axis.get("note"):
+        out.append(f"  note: {axis['note']}")
+    rows = _figure_rows(axis["figures"]) + _estimate_rows(axis.get("estimates", {}))
+    width = max((len(k) for k, _ in rows), default=0)
     out += [f"    {k:<{width}}  {v}" for k, v in rows]
+    out.append(f"    ({axis['seconds']:.1f}s)")
     return out
 
 
-def format_probe(record: dict[str, Any]) -> str:
-    """Human-readable report: one section per axis, its verdict, its figures."""
-    m, s = record["map"], record["settings"]
-    r, d, g = record["reachability"], record["input_dependence"], record["geometry"]
+def format_probe(entry: Mapping[str, Any]) -> str:
+    """Human-readable report of one probed input batch: one section per axis,
+    its verdict, its figures and the convergence of its estimates."""
+    m, i, s = entry["map"], entry["inputs"], entry["settings"]
     what = ", ".join(f"{k}={v}" for k, v in m.items()) or "map"
+    where = ", ".join(f"{k}={v}" for k, v in i.items() if k not in ("samples", "tokens", "dtype", "device", "loss"))
     lines = [
-        f"fpstab probe  ({record['schema']})",
         f"map F(h) = step(h, e): {what}",
-        f"{s['samples']} samples x {s['tokens']} tokens, {s['dtype']} on {s['device']}, seed {s['seed']}; "
-        f"per-sample figures shown as median [min, max]",
+        f"inputs: {i['samples']} samples x {i['tokens']} tokens{', ' + where if where else ''}; "
+        f"{i['dtype']} on {i['device']}, probe seed {s['seed']}; per-sample figures: median [min, max]",
         "",
     ]
-    lines += _rows(
-        "1. Reachability",
-        r["verdict"],
-        [
-            (f"converged (r_T < {r['tol']:g}, T={r['iters']})", _share(r["converged"])),
-            ("final residual r_T = |F(h)-h|/|F(h)|", _summary(r["final_residual"])),
-            ("steps to tol (-1: never)", _summary(r["steps_to_tol"])),
-            ("tail contraction rate r_{t+1}/r_t", _summary(r["tail_rate"])),
-            (f"{r['solver']} found a fixed point (nfe {r['solver_nfe']})", _share(r["solver_converged"])),
-            ("spectral radius rho(dF/dh) at h*", _summary(r["spectral_radius"])),
-            (f"path distance over starts {'/'.join(r['path_starts'])}", _summary(r["path_distance"])),
-            ("path alignment cosine (min over pairs)", _summary(r["path_cosine"])),
-            ("non-finite (diverged)", _share(r["nonfinite"])),
-        ],
-    )
-    lines.append("")
-    dep_rows = [
-        ("note", d["note"]),
-        ("|J_e u|, u unit in e-space", _summary(d["je_norm"])),
-    ]
-    if not d["autonomous"]:
-        dep_rows += [
-            ("IFT gain |dh*/de u|", _summary(d["ift_gain"])),
-            ("readout gain |d readout/de u|", _summary(d["readout_gain"])),
-            (f"IFT vs finite diff. cosine (eps {d['fd_eps']:g})", _summary(d["fd_cosine"])),
-            ("IFT vs finite diff. relative error", _summary(d["fd_rel_error"])),
-        ]
-    dep_rows += [
-        (f"distinct fixed points (rel. dist > {d['diversity_delta']:g})", f"{d['distinct_fixed_points']}/{d['samples']}"),
-        ("distinct readouts (argmax)", f"{d['distinct_readouts']}/{d['samples']}"),
-    ]
-    lines += _rows("2. Input-dependence", d["verdict"], dep_rows)
-    lines.append("")
-    geo_rows = [
-        ("sigma_min(I - dF/dh)", _summary(g["sigma_min"])),
-        ("sigma_max(I - dF/dh)", _summary(g["sigma_max"])),
-        ("cond(I - dF/dh)", _summary(g["cond"])),
-        ("|dF/dh|_2", _summary(g["jacobian_norm"])),
-        (f"grad growth per step (k={g['grad_steps']} unrolled)", _summary(g["grad_growth"])),
-        ("implicit vs unrolled grad cosine", _num(g["grad_cosine"])),
-        ("implicit vs unrolled grad rel. diff", _num(g["grad_rel_diff"])),
-    ]
-    geo_rows += [(k, _num(v)) for k, v in g["weights"].items()]
-    lines += _rows("3. Geometry (backprop)", g["verdict"], geo_rows)
-    t = record["thresholds"]
-    lines += ["", "thresholds: " + ", ".join(f"{k}={v}" for k, v in t.items()), f"took {record['seconds']:.1f}s"]
+    for n, axis in enumerate(entry["axes"].values(), start=1):
+        lines += _axis_lines(n, axis) + [""]
+    t = entry["thresholds"]
+    lines += ["thresholds: " + ", ".join(f"{k}={v}" for k, v in t.items()), f"took {entry['seconds']:.1f}s"]
+    return "\n".join(lines)
+
+
+def format_probe_record(record: Mapping[str, Any]) -> str:
+    """Every probed input batch of a record, with a one-line summary each first."""
+    parts = [f"fpstab probe  ({record['schema']})"]
+    for entry in record["probes"]:
+        level = entry["inputs"].get("level", "?")
+        verdicts = ", ".join(f"{k} {VERDICT_MARK.get(a['verdict']['status'])}" for k, a in entry["axes"].items())
+        parts.append(f"  level {level}: {verdicts}")
+    for entry in record["probes"]:
+        parts += ["", "=" * 72, f"level {entry['inputs'].get('level', '?')}", "=" * 72, format_probe(entry)]
+    return "\n".join(parts)
+
+
+def probe_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of `reports.records.probe_summaries` rows: one line per
+    probed level, the verdict per axis and the key figures (a figure resting
+    on an unconverged estimate is marked *)."""
+    axes = ("reachability", "path_independence", "input_dependence", "geometry")
+    keys = ("max_rho", "min_sigma_min", "median_ift_gain", "max_path_distance", "converged_share")
+    head = "| run | level | " + " | ".join(axes) + " | " + " | ".join(keys) + " |"
+    lines = [head, "|" + "---|" * (2 + len(axes) + len(keys))]
+    for r in rows:
+        marks = [VERDICT_MARK.get(r["verdicts"].get(a, ""), "—") for a in axes]
+        figs = [_num(r[k]) + ("*" if k in r["unconverged"] else "") for k in keys]
+        lines.append(f"| {r['arch']}+{r['norm']} | {r['level']} | " + " | ".join(marks) + " | " + " | ".join(figs) + " |")
     return "\n".join(lines)

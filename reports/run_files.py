@@ -7,7 +7,7 @@ A run directory (written by `fpstab train`, `eval`, `probe` and `sweep`) holds:
     metrics.jsonl        one JSON object a line (kind: train | epoch | resume | diverged | done)
     checkpoints/last.pt  the training state (torch; read by fpstab.runs, never here)
     eval.json            accuracy at every iteration per level           (schema fpstab.eval/1)
-    probe-LEVEL.json     a probe record per probed level (written by `fpstab sweep`)
+    probe.json           the probe record: one entry per probed level       (schema fpstab.probe/2)
     sweep.json           the sweep's stages for this run                    (schema fpstab.sweep_run/1)
     plots/               eval's figures
 
@@ -18,7 +18,6 @@ Everything here is plain JSON: no model, training or torch code is imported.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ EVAL_FILE = "eval.json"
 PLOTS_DIR = "plots"
 SWEEP_RUN_FILE = "sweep.json"
 GRID_FILE = "grid.json"
-PROBE_PREFIX = "probe-"
+PROBE_FILE = "probe.json"
 
 CONFIG_SCHEMA = "fpstab.run_config"
 CONFIG_VERSION = 1
@@ -40,9 +39,20 @@ EVAL_SCHEMA_VERSION = 1
 SWEEP_RUN_SCHEMA = "fpstab.sweep_run/1"
 
 
-def probe_file(level: str) -> str:
-    """File name of a run's probe record at `level` (characters outside [A-Za-z0-9.+_-] become '_')."""
-    return f"{PROBE_PREFIX}{re.sub(r'[^A-Za-z0-9.+_-]', '_', str(level))}.json"
+PROBE_SCHEMA = "fpstab.probe/2"
+
+
+def probe_entries(record: Any, path: str | Path) -> dict[str, dict[str, Any]]:
+    """Level -> a one-entry probe record, from a record holding several levels; ValueError naming the file."""
+    if not isinstance(record, Mapping) or record.get("schema") != PROBE_SCHEMA:
+        schema = record.get("schema") if isinstance(record, Mapping) else type(record).__name__
+        raise ValueError(f"{path} is not a probe record this reader knows (schema {schema!r}, "
+                         f"expected {PROBE_SCHEMA!r}): rerun `fpstab probe --json`")
+    entries = record.get("probes")
+    if not isinstance(entries, list) or not all(isinstance(e, Mapping) and isinstance(e.get("inputs"), Mapping)
+                                                   for e in entries):
+        raise ValueError(f"{path}: 'probes' must be a list of entries, each with its 'inputs'")
+    return {str(e["inputs"].get("level")): {"schema": PROBE_SCHEMA, "probes": [dict(e)]} for e in entries}
 
 
 def read_json_file(path: str | Path) -> Any:
@@ -76,7 +86,7 @@ class RunRecord:
     """Everything a run directory records, read without importing models.
 
     config: config.json; status: status.json ({} if absent); eval: eval.json or None;
-    probes: level -> probe record; sweep: sweep.json or None; metrics: metrics.jsonl records.
+    probes: level -> that level's probe record (one entry); sweep: sweep.json or None; metrics: metrics.jsonl records.
     """
 
     name: str
@@ -113,10 +123,8 @@ def load_run_record(run_dir: str | Path) -> RunRecord:
         rec.sweep = read_json_file(run_dir / SWEEP_RUN_FILE)
     if (run_dir / METRICS_FILE).is_file():
         rec.metrics = load_metrics(run_dir)
-    for path in sorted(run_dir.glob(f"{PROBE_PREFIX}*.json")):
-        probe = read_json_file(path)
-        level = str((probe.get("map") or {}).get("level", path.stem[len(PROBE_PREFIX):]))
-        rec.probes[level] = probe
+    if (run_dir / PROBE_FILE).is_file():
+        rec.probes = probe_entries(read_json_file(run_dir / PROBE_FILE), run_dir / PROBE_FILE)
     return rec
 
 

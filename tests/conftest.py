@@ -1,4 +1,13 @@
-"""Shared test settings: small, deterministic, CPU."""
+"""Shared test settings: small, CPU, property tests on fresh examples.
+
+Property tests draw new examples on every run (no fixed derandomized set):
+a failure prints its falsifying example (the drawn seeds and values) and a
+@reproduce_failure blob, and is replayed first on the next local run from
+the example database. HYPOTHESIS_PROFILE=fpstab-fixed runs one fixed set
+instead (e.g. to bisect).
+"""
+
+import os
 
 import pytest
 import torch
@@ -8,16 +17,17 @@ from hypothesis import HealthCheck, Phase, settings
 # threads contend (measured: 179 s vs 7 s for the architecture tests).
 torch.set_num_threads(1)
 
-# Torch calls vary in time on a shared 2-core machine: no per-example deadline.
-settings.register_profile(
-    "fpstab",
+_COMMON = dict(
+    # Torch calls vary in time on a shared 2-core machine: no per-example deadline.
     deadline=None,
-    derandomize=True,
-    # Shrinking a failing torch example can take minutes; the seed it prints suffices.
+    # Shrinking a failing torch example can take minutes; the example it prints suffices.
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
 )
-settings.load_profile("fpstab")
+settings.register_profile("fpstab", derandomize=False, **_COMMON)
+settings.register_profile("fpstab-fixed", derandomize=True, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fpstab"))
 
 
 @pytest.fixture

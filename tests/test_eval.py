@@ -116,3 +116,31 @@ def test_cli_eval_and_errors(run_dir: Path, tmp_path: Path, capsys: pytest.Captu
     assert cli_main(["eval", str(run_dir), "--levels", "33", "--iters", "3", "--samples", "4", "--quiet"]) == 2
     assert "level '33' is not a level of this task; allowed: ['16', '32'" in capsys.readouterr().err
     assert cli_main(["eval", str(tmp_path / "nowhere"), "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "foo"], "--device 'foo': allowed: cpu, cuda or cuda:N"),
+    (["--halt-tol", "-1"], "--halt-tol -1.0: must be a number > 0"),
+    (["--solver-tol", "0"], "--solver-tol 0.0: must be a number > 0"),
+    (["--iters", "0"], "--iters 0: must be an int >= 1"),
+    (["--samples", "-3"], "--samples -3: must be an int >= 1"),
+    (["--data-seed", "-1"], "--data-seed -1: must be >= 0"),
+])
+def test_eval_options_out_of_range_get_one_line_errors(run_dir: Path, capsys: pytest.CaptureFixture[str],
+                                                       args: list[str], message: str) -> None:
+    assert cli_main(["eval", str(run_dir), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_eval_of_a_diverged_run_says_so_and_records_it(run_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    diverged = tmp_path / "diverged"
+    shutil.copytree(run_dir, diverged)
+    (diverged / "status.json").write_text(json.dumps({"state": "diverged", "step": 7,
+                                                      "reason": "non-finite loss at step 7"}))
+    rec = evaluate_run(diverged, levels=["16"], iters=3, samples=4, plots=False)
+    assert rec["run_state"] == {"state": "diverged", "step": 7, "reason": "non-finite loss at step 7"}
+    assert "this run diverged at step 7" in capsys.readouterr().out

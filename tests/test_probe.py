@@ -1,4 +1,4 @@
-"""`fpstab.fixedpoint.probe` on real cores and the `fpstab probe` command."""
+"""`fpstab.fixedpoint.probe` on real cores and toy maps with known answers."""
 
 from __future__ import annotations
 
@@ -7,44 +7,136 @@ import math
 
 import pytest
 import torch
+from toymaps import TanhCore
+from torch import Tensor, nn
 
 from fpstab.architectures import CoreConfig, build_core
-from fpstab.fixedpoint import SCHEMA_VERSION, probe
-from fpstab.cli import main
+from fpstab.fixedpoint import AXES, ProbeSettings, Thresholds, probe, probe_record
+from fpstab.fixedpoint.probes.geometry import _step_parameters
+from fpstab.fixedpoint.probes.context import ProbeContext
+from fpstab.fixedpoint.probes.records import to_json
 from fpstab.reports.probe_table import format_probe
 
-FAST = ["--iters", "60", "--samples", "3"]
 
-
-def small_core(arch: str, norm: str = "outer", seed: int = 0) -> torch.nn.Module:
+def small_core(arch: str, norm: str = "outer", seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return build_core(CoreConfig(arch=arch, norm=norm, d_model=8, n_heads=2, in_dim=2, out_dim=2)).double()
 
 
-def one_hot_bits(batch: int, n: int, seed: int) -> torch.Tensor:
+def one_hot_bits(batch: int, n: int, seed: int) -> Tensor:
     bits = torch.randint(0, 2, (batch, n), generator=torch.Generator().manual_seed(seed))
     return torch.nn.functional.one_hot(bits, 2).double()
 
 
-def test_probe_of_a_recall_core_agrees_with_finite_differences() -> None:
-    core = small_core("standard_recall")
-    report = probe(core, one_hot_bits(3, 6, 0), iters=300, tol=1e-9)
-    reach, dep = report.reachability, report.input_dependence
-    assert all(reach.solver_converged)
-    assert not dep.autonomous and min(dep.je_norm) > 0
-    # float64, unique fixed point: the IFT derivative and central differences agree
-    assert min(dep.fd_cosine) > 0.9999 and max(dep.fd_rel_error) < 1e-3
+def test_probe_of_a_contracting_recall_core_agrees_with_finite_differences() -> None:
+    report = probe(small_core("standard_recall", seed=2), one_hot_bits(3, 6, 0), iters=300, tol=1e-9)
+    reach, dep = report.axes["reachability"], report.axes["input_dependence"]
+    assert reach.verdict.status == "pass"
+    assert reach.figures["fixed_point_status"].per_sample == ["attracting"] * 3
+    assert min(dep.figures["je_norm"].per_sample) > 0
+    # float64, an attracting fixed point: the IFT derivative and central differences agree
+    assert min(dep.figures["fd_cosine"].per_sample) > 0.9999 and max(dep.figures["fd_rel_error"].per_sample) < 1e-3
     assert dep.verdict.status == "pass"
-    assert report.settings["dtype"] == "float64"
-    assert "rho(W_x)" in report.geometry.weights
+    assert report.inputs["dtype"] == "float64"
+    assert "rho(W_x)" in report.axes["geometry"].figures["weights"].value
+    for entry in dep.estimates.values():  # every estimate carries its convergence per sample
+        assert len(entry["converged"]) in (3, 6) and entry["products"] > 0
+
+
+def test_a_repelling_fixed_point_does_not_pass_input_dependence() -> None:
+    # This core's loop never settles (r_T ~ 1.7); Anderson finds a fixed point
+    # anyway, with rho 1.15: the IFT applies there, but the model never gets there.
+    report = probe(small_core("standard_recall", seed=0), one_hot_bits(3, 6, 0), iters=200, tol=1e-9)
+    status = report.axes["reachability"].figures["fixed_point_status"].per_sample
+    assert "attracting" not in status and "repelling" in status
+    for axis in ("input_dependence", "geometry"):
+        verdict = report.axes[axis].verdict
+        assert verdict.status == "fail" and "repelling" in verdict.reason, axis
+
+
+def test_too_small_a_krylov_budget_makes_verdicts_undetermined() -> None:
+    core = small_core("internal_recall", seed=1)
+    report = probe(core, one_hot_bits(3, 6, 0), iters=200, krylov_steps=2, krylov_restarts=1, inverse_steps=1,
+                   axes=["reachability", "geometry"])
+    reach, geo = report.axes["reachability"].verdict, report.axes["geometry"].verdict
+    assert reach.status == "undetermined" and "--krylov-steps" in reach.remedies and "rho" in reach.reason
+    assert geo.status == "undetermined" and "--krylov-steps" in geo.remedies  # rho gates the fixed point
+    report = probe(core, one_hot_bits(3, 6, 0), iters=200, inverse_steps=1, gmres_steps=2, gmres_restarts=1,
+                   axes=["geometry"])
+    geo = report.axes["geometry"].verdict
+    assert geo.status == "undetermined" and "sigma_min(I - J_h)" in geo.unconverged
+    assert "--inverse-steps" in geo.remedies
+
+
+class Bistable(nn.Module):
+    """h' = tanh(3 h + c e) per coordinate: two attractors near +-1 for small c."""
+
+    looped = True
+    has_input_injection = True
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+
+    def encode(self, x: Tensor) -> Tensor:
+        return x
+
+    def init_state(self, e: Tensor) -> Tensor:
+        return e.abs() + 0.5  # every sample starts in the + basin
+
+    def step(self, h: Tensor, e: Tensor) -> Tensor:
+        return torch.tanh(3 * h + self.c * e)
+
+    def readout(self, h: Tensor) -> Tensor:
+        return torch.stack([h, -h], dim=-1)
+
+
+def test_path_independence_tells_another_attractor_from_not_converged() -> None:
+    x = torch.rand(3, 2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1
+    split = probe(Bistable(0.1), x, iters=200, tol=1e-10, starts=("default", "other"), axes=["path_independence"])
+    assert split.axes["path_independence"].verdict.status == "pass"  # "other" is also in the + basin
+    split = probe(Bistable(0.1), -x, iters=200, tol=1e-10, starts=("default", "random"),
+                  axes=["path_independence"])
+    axis = split.axes["path_independence"]
+    assert axis.verdict.status == "fail" and "another attractor" in axis.verdict.reason
+    short = probe(Bistable(0.1), -x, iters=3, tail=2, tol=1e-10, starts=("default", "random"),
+                  axes=["path_independence"])
+    axis = short.axes["path_independence"]
+    assert axis.verdict.status == "undetermined" and set(axis.figures["path_kind"].per_sample) == {"not converged"}
+
+
+def test_gradient_growth_starts_at_h1_on_the_sphere() -> None:
+    # h0 = e is far off the RMS-1 sphere of an outer-norm core; from h0 the
+    # first backprop step measured the embedding's scale (growth > 1.05 for a
+    # loop that contracts). From h_1 on it shows the contraction.
+    torch.manual_seed(0)
+    core = build_core(CoreConfig(arch="no_recall", norm="outer", d_model=16, n_heads=2, in_dim=2, out_dim=2)).double()
+    with torch.no_grad():
+        core.embed.weight.mul_(30.0)
+    report = probe(core, one_hot_bits(3, 8, 0), iters=60, axes=["geometry"])
+    fig = report.axes["geometry"].figures
+    assert max(fig["grad_growth_worst"].per_sample) < 1.05
+    assert all(w >= g - 1e-12 for w, g in zip(fig["grad_growth_worst"].per_sample, fig["grad_growth"].per_sample))
+
+
+def test_implicit_vs_unrolled_compares_the_steps_own_parameters() -> None:
+    core = TanhCore(d=6, in_dim=3, gain=0.5, recall=True, seed=0)
+    x = torch.randn(3, 4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ctx = ProbeContext(core, x, None, ProbeSettings(iters=100), Thresholds())
+    assert {id(p) for p in _step_parameters(ctx)} == {id(core.W), id(core.U)}  # not the encoder P, readout R
+    report = probe(core, x, iters=100, tol=1e-10, axes=["geometry"])
+    geo = report.axes["geometry"]
+    # contraction 0.5: 30 unrolled steps from h* match the implicit gradient to 0.5^30
+    assert geo.figures["grad_cosine"].value > 1 - 1e-12 and geo.figures["grad_rel_diff"].value < 1e-6
+    assert geo.estimates["implicit_backward"]["converged"] == [True] * 3
+    assert geo.verdict.status == "pass"
 
 
 def test_probe_of_a_no_recall_core_says_autonomous() -> None:
     report = probe(small_core("no_recall"), one_hot_bits(3, 6, 1), iters=60)
-    dep = report.input_dependence
-    assert dep.autonomous and dep.verdict.status == "fail"
-    assert max(dep.je_norm) == 0 and "autonomous map" in dep.note
-    assert all(math.isnan(v) for v in dep.ift_gain)  # not estimated, and said so
+    dep = report.axes["input_dependence"]
+    assert dep.verdict.status == "fail" and "autonomous map" in dep.note
+    assert max(dep.figures["je_norm"].per_sample) == 0 and "ift_gain" not in dep.figures  # not estimated
     text = format_probe(report.to_dict())
     assert "autonomous map" in text and "IFT gain" not in text
 
@@ -54,70 +146,30 @@ def test_a_diverging_core_is_a_result_not_a_crash() -> None:
     with torch.no_grad():
         core.blocks[0].mlp.fc2.bias.fill_(1e307)  # h_t = h_0 + t c overflows to inf, then nan
     report = probe(core, one_hot_bits(2, 5, 2), iters=40)
-    assert all(report.reachability.nonfinite)
-    assert report.reachability.verdict.status == "fail" and "non-finite" in report.reachability.verdict.reason
-    record = json.loads(report.to_json())  # strict JSON: non-finite numbers become null
-    assert record["reachability"]["final_residual"] == [None, None]
+    reach = report.axes["reachability"]
+    assert reach.figures["nonfinite"].per_sample == [True, True]
+    assert reach.verdict.status == "fail" and "non-finite" in reach.verdict.reason
+    record = json.loads(to_json(probe_record([report])))  # strict JSON: non-finite numbers become null
+    assert record["probes"][0]["axes"]["reachability"]["figures"]["final_residual"]["per_sample"] == [None, None]
 
 
-def test_one_pass_baselines_are_refused() -> None:
+def test_one_pass_baselines_and_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="not a looped map"):
         probe(small_core("fixed_depth"), one_hot_bits(2, 4, 0), iters=40)
+    core, x = small_core("no_recall"), one_hot_bits(2, 4, 0)
+    for kwargs, message in [({"krylov_steps": 1}, "krylov_steps"), ({"starts": ("default",)}, "starts"),
+                            ({"growth_window": 40}, "growth_window"), ({"krylov_dim": 3}, "unknown probe settings"),
+                            ({"axes": ["speed"]}, "unknown axes")]:
+        with pytest.raises(ValueError, match=message):
+            probe(core, x, **kwargs)
 
 
-def test_cli_probe_prints_three_axes_and_writes_the_record(tmp_path, capsys) -> None:
-    out = tmp_path / "probe.json"
-    assert main(["probe", "--arch", "internal_recall", "--norm", "outer", *FAST, "--json", str(out)]) == 0
-    text = capsys.readouterr().out
-    for section in ("1. Reachability", "2. Input-dependence", "3. Geometry"):
-        assert section in text
-    assert "arch=internal_recall" in text and "norm=outer" in text
-    record = json.loads(out.read_text())
-    assert record["schema"] == SCHEMA_VERSION
-    assert record["map"]["arch"] == "internal_recall" and record["settings"]["iters"] == 60
-    assert {"status", "reason"} <= set(record["geometry"]["verdict"])
-    assert len(record["reachability"]["spectral_radius"]) == 3
-
-
-def test_cli_probe_float64_no_recall(capsys) -> None:
-    assert main(["probe", "--arch", "no_recall", "--dtype", "float64", *FAST]) == 0
-    text = capsys.readouterr().out
-    assert "autonomous map" in text and "float64" in text
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--arch", "fixed_depth"], "one-pass baseline"),
-        (["--samples", "1"], "at least 2"),
-        (["--checkpoint", "runs/x", "--arch", "no_recall"], "cannot be combined with --checkpoint"),
-        (["--checkpoint", "/nonexistent/run"], "nonexistent"),
-        (["--level", "7"], "level"),
-    ],
-)
-def test_cli_probe_bad_input_is_a_clear_error(argv: list[str], message: str, capsys) -> None:
-    assert main(["probe", *FAST, *argv]) == 2
-    assert message in capsys.readouterr().err
-
-
-def test_cli_probe_unknown_arch_lists_the_allowed_ones(capsys) -> None:
-    with pytest.raises(SystemExit):
-        main(["probe", "--arch", "deep_recall"])
-    err = capsys.readouterr().err
-    assert "invalid choice" in err and "internal_recall" in err
-
-
-def test_cli_probe_a_trained_checkpoint(tmp_path, capsys) -> None:
-    run = tmp_path / "run"
-    assert main(["train", "--out", str(run), "--quiet", "--task", "prefix_sum", "--arch", "standard_recall",
-                 "--train-level", "16", "--d-model", "16", "--n-heads", "2", "--n-train", "16", "--n-val", "4",
-                 "--batch-size", "8", "--epochs", "1", "--train-iters", "2"]) == 0
-    capsys.readouterr()
-    out = tmp_path / "probe.json"
-    assert main(["probe", "--checkpoint", str(run), *FAST, "--json", str(out)]) == 0
-    record = json.loads(out.read_text())
-    assert record["map"]["source"] == str(run) and record["map"]["arch"] == "standard_recall"
-    assert record["map"]["d_model"] == 16 and record["map"]["task"] == "prefix_sum"
-    assert record["map"]["level"] == "16" and record["settings"]["tokens"] == 16  # its training level
-    assert main(["probe", "--checkpoint", str(run), "--task", "sudoku", *FAST]) == 2
-    assert "trained on 'prefix_sum'" in capsys.readouterr().err
+def test_every_registered_axis_reports_a_verdict_and_the_record_is_strict_json() -> None:
+    report = probe(small_core("internal_recall", seed=1), one_hot_bits(3, 6, 0), iters=100)
+    assert list(report.axes) == list(AXES)
+    record = json.loads(to_json(probe_record([report])))
+    assert record["schema"] == "fpstab.probe/2"
+    for name, axis in record["probes"][0]["axes"].items():
+        assert axis["verdict"]["status"] in ("pass", "fail", "undetermined"), name
+        assert axis["seconds"] >= 0 and isinstance(axis["figures"], dict)
+    assert math.isfinite(record["probes"][0]["seconds"])

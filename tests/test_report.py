@@ -34,12 +34,25 @@ def write_run(tree: Path, name: str, arch: str, seed: int, hard_acc: float, rho:
                        "halting": {"tol": 1e-3, "accuracy": acc, "mean_nfe": 21.0, "halted_fraction": 1.0}})
     (run / "eval.json").write_text(json.dumps({"schema": "fpstab.eval", "schema_version": 1, "task": "prefix_sum",
                                                "arch": arch, "norm": "outer", "iters": T, "levels": levels}))
-    probe = {"schema": "fpstab.probe/1", "map": {"level": "64"},
-             "reachability": {"spectral_radius": [rho, rho - 0.1], "path_distance": [0.0, 0.0],
-                              "converged": [True, True], "verdict": {"status": "pass" if rho < 1 else "fail"}},
-             "input_dependence": {"ift_gain": [0.3, 0.3], "verdict": {"status": "pass"}},
-             "geometry": {"sigma_min": [1 - rho, 1.1 - rho], "verdict": {"status": "pass"}}}
-    (run / "probe-64.json").write_text(json.dumps(probe))
+    (run / "probe.json").write_text(json.dumps(probe_record("64", rho)))
+
+
+def probe_record(level: str, rho: float) -> dict:
+    """A probe record (schema fpstab.probe/2) with one entry at `level` and two samples."""
+    def axis(status: str, figures: dict, estimates: dict | None = None) -> dict:
+        return {"verdict": {"status": status, "reason": ""}, "estimates": estimates or {},
+                "figures": {k: {"label": k, "per_sample": v} for k, v in figures.items()}}
+    converged = {"converged": [True, True]}
+    axes = {"reachability": axis("pass" if rho < 1 else "fail",
+                                 {"spectral_radius": [rho, rho - 0.1], "loop_converged": [True, True]},
+                                 {"spectral_radius": converged}),
+            "path_independence": axis("pass", {"path_distance": [0.0, 0.0]}),
+            "input_dependence": axis("pass", {"ift_gain": [0.3, 0.3]}, {"ift_solve": converged}),
+            "geometry": axis("pass", {"sigma_min": [1 - rho, 1.1 - rho]}, {"sigma_min": converged})}
+    entry = {"map": {"source": "checkpoint", "arch": "a", "norm": "outer"}, "settings": {}, "thresholds": {},
+             "inputs": {"task": "prefix_sum", "level": level, "data_seed": 3, "held_out": True},
+             "axes": axes, "seconds": 1.0}
+    return {"schema": "fpstab.probe/2", "probes": [entry]}
 
 
 @pytest.fixture

@@ -31,10 +31,10 @@ def test_smoke_grid_trains_evaluates_probes_then_skips_what_is_done(tmp_path):
         run = out / name
         assert read(run / "status.json")["state"] == "completed"
         assert [lv["level"] for lv in read(run / "eval.json")["levels"]] == ["16", "32"]
-        assert (run / "probe-32.json").is_file()
+        assert [e["inputs"]["level"] for e in read(run / "probe.json")["probes"]] == ["16", "32"]
         record = read(run / "sweep.json")
         assert record["state"] == "done"
-        assert {k: v["state"] for k, v in record["stages"].items()} == {"train": "ok", "eval": "ok", "probe 32": "ok"}
+        assert {k: v["state"] for k, v in record["stages"].items()} == {"train": "ok", "eval": "ok", "probe": "ok"}
     first = read(out / "prefix_sum-no_recall-outer-s0" / "sweep.json")["stages"]["train"]
 
     assert main(["sweep", str(SMOKE), "--out", str(out), "--jobs", "2", "--quiet"]) == 0
@@ -79,7 +79,7 @@ def test_a_completed_training_without_weights_or_records_is_trained_again(tmp_pa
     assert weights_lost(spec, run, status)
     (run / "eval.json").write_text(json.dumps({"checkpoint_step": 4, "levels": [{"level": "16"}, {"level": "32"}]}))
     assert weights_lost(spec, run, status)  # the probe is still missing
-    (run / "probe-32.json").write_text("{}")
+    (run / "probe.json").write_text(json.dumps({"probes": [{"inputs": {"level": "32"}}]}))
     assert not weights_lost(spec, run, status)
     assert not weights_lost(spec, run, {"state": "interrupted", "step": 2})  # --resume handles that one
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -46,3 +48,37 @@ class TanhCore(nn.Module):
 
     def readout(self, h: Tensor) -> Tensor:
         return h @ self.R.T
+
+
+def spectrum_matrices(n: int, batch: int, top: tuple[float, ...] = (), pairs: tuple[tuple[float, float], ...] = (),
+                      bulk: float = 0.5, nonnormal: float = 0.3, seed: int = 0) -> Tensor:
+    """(batch, n, n) matrices J = S D S^-1 with a known spectrum.
+
+    D: the real eigenvalues `top`, a 2x2 rotation block per (modulus, angle)
+    in `pairs` (a complex-conjugate pair), and a random block of spectral
+    radius `bulk` for the rest. S = Q (I + nonnormal * G / sqrt(n)), Q
+    orthogonal, G Gaussian: nonnormal = 0 gives a normal J.
+    """
+    out = []
+    for b in range(batch):
+        gen = torch.Generator().manual_seed(seed * 1000 + b)
+        d = torch.zeros(n, n, dtype=torch.float64)
+        i = 0
+        for t in top:
+            d[i, i] = t
+            i += 1
+        for r, a in pairs:
+            c, s = r * math.cos(a), r * math.sin(a)
+            d[i:i + 2, i:i + 2] = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+            i += 2
+        rest = torch.randn(n - i, n - i, generator=gen, dtype=torch.float64)
+        d[i:, i:] = bulk * rest / torch.linalg.eigvals(rest).abs().max()
+        q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+        s_mat = q @ (torch.eye(n, dtype=torch.float64) + nonnormal * torch.randn(n, n, generator=gen, dtype=torch.float64) / n**0.5)
+        out.append(s_mat @ d @ torch.linalg.inv(s_mat))
+    return torch.stack(out)
+
+
+def linear_map(mats: Tensor):
+    """h (B, n) -> J_b h_b: a batched linear map with Jacobian `mats`."""
+    return lambda h: torch.matmul(mats, h.unsqueeze(-1)).squeeze(-1)

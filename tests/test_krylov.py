@@ -1,0 +1,125 @@
+"""Krylov estimates against dense linear algebra, with Krylov dimensions far
+below the state size, on maps built to be hard: I - J near singular,
+clustered complex pairs near the unit circle, non-normal Jacobians. Each
+estimate must be right to its stated error, or say it did not converge."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from toymaps import linear_map, random_matrices, spectrum_matrices
+
+from fpstab.fixedpoint import (
+    dense_jacobian,
+    gmres,
+    largest_singular_value,
+    smallest_singular_value,
+    spectral_radius,
+)
+from fpstab.fixedpoint.linalg import jvp_operator, vjp_operator
+
+N = 400  # state size; the Krylov dimensions below stay <= 100
+seeds = st.integers(0, 10_000)
+
+
+def dense_rho(mats: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.eigvals(mats).abs().amax(dim=1)
+
+
+def dense_sigma_min(mats: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.svdvals(torch.eye(mats.shape[1], dtype=mats.dtype) - mats)[:, -1]
+
+
+@pytest.mark.parametrize("rho", [0.99, 0.999])
+def test_sigma_min_of_a_near_singular_i_minus_j(rho: float) -> None:
+    # Two close real eigenvalues at the edge of a non-normal J: sigma_min(I - J)
+    # is below 1 - rho and, for one sample, clustered with the next one.
+    mats = spectrum_matrices(N, 2, top=(rho, 0.995 * rho), bulk=0.6, nonnormal=1.0, seed=1)
+    truth = dense_sigma_min(mats)
+    est = smallest_singular_value(linear_map(mats), torch.zeros(2, N, dtype=torch.float64))
+    assert est.converged.all()
+    assert ((est.value - truth).abs() / truth).max() < 0.02
+    assert truth.max() < 1 - rho  # the case is what it claims
+
+
+def test_spectral_radius_of_clustered_complex_pairs_beyond_one() -> None:
+    pairs = tuple((1.02 - 0.004 * i, 0.05 + 0.013 * i) for i in range(8))
+    mats = spectrum_matrices(N, 2, pairs=pairs, bulk=0.9, nonnormal=0.3, seed=2)
+    est = spectral_radius(linear_map(mats), torch.zeros(2, N, dtype=torch.float64), steps=40)
+    assert est.converged.all() and est.products < N
+    assert torch.allclose(est.value, dense_rho(mats), rtol=1e-6)
+
+
+def test_gmres_at_rho_0_9999() -> None:
+    mats = spectrum_matrices(N, 2, top=(0.9999, 0.99), bulk=0.6, nonnormal=0.5, seed=3)
+    b = torch.randn(2, N, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    est = gmres(lambda v: v - linear_map(mats)(v), b)
+    truth = torch.linalg.solve(torch.eye(N, dtype=torch.float64) - mats, b)
+    assert est.converged.all()
+    assert ((est.value - truth).norm(dim=1) / truth.norm(dim=1)).max() < 0.02
+    # error is the true relative residual, not the cycle's own estimate
+    recomputed = (b - (est.value - linear_map(mats)(est.value))).norm(dim=1) / b.norm(dim=1)
+    assert torch.allclose(est.error.double(), recomputed, rtol=1e-3, atol=1e-14)
+
+
+def test_too_small_a_budget_says_unconverged() -> None:
+    mats = spectrum_matrices(N, 2, top=(0.999, 0.998), pairs=((0.9985, 0.03),), bulk=0.9, nonnormal=0.5, seed=4)
+    f, h = linear_map(mats), torch.zeros(2, N, dtype=torch.float64)
+    rho = spectral_radius(f, h, steps=4, restarts=1)
+    assert not rho.converged.any() and (rho.error > rho.tol).all()
+    smin = smallest_singular_value(f, h, steps=1, solve_steps=5, solve_restarts=1)
+    assert not smin.converged.any()
+    solve = gmres(lambda v: v - f(v), torch.ones(2, N, dtype=torch.float64), steps=3, restarts=1)
+    assert not solve.converged.any() and solve.products == 4
+
+
+@settings(max_examples=8)
+@given(seed=seeds, rho=st.floats(0.3, 1.1), nonnormal=st.floats(0.0, 1.0))
+def test_spectral_radius_matches_dense(seed: int, rho: float, nonnormal: float) -> None:
+    mats = spectrum_matrices(N, 2, top=(rho,), pairs=((0.97 * rho, 0.4),), bulk=0.8 * rho, nonnormal=nonnormal,
+                             seed=seed)
+    est = spectral_radius(linear_map(mats), torch.zeros(2, N, dtype=torch.float64), steps=30)
+    assert est.converged.all()
+    assert torch.allclose(est.value, dense_rho(mats), rtol=1e-6)
+
+
+@settings(max_examples=8)
+@given(seed=seeds, gain=st.floats(0.2, 2.5), n=st.integers(60, 120))
+def test_krylov_matches_dense_on_a_nonlinear_map(seed: int, gain: float, n: int) -> None:
+    a = random_matrices(seed, 2, n, gain)
+    c = torch.randn(2, n, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    f = lambda h: torch.tanh(torch.einsum("bij,bj->bi", a, h) + c)  # noqa: E731
+    h = torch.randn(2, n, generator=torch.Generator().manual_seed(seed + 2), dtype=torch.float64)
+    jac = dense_jacobian(f, h)
+    sv = torch.linalg.svdvals(torch.eye(n, dtype=torch.float64) - jac)
+    smax = largest_singular_value(lambda v: v - jvp_operator(f, h)(v), lambda u: u - vjp_operator(f, h)(u),
+                                  torch.randn(2, n, dtype=torch.float64), steps=20)
+    smin = smallest_singular_value(f, h, steps=20)
+    assert smax.converged.all() and torch.allclose(smax.value, sv[:, 0], rtol=1e-6)
+    # Where it says it converged, sigma_min is within its stated error of a
+    # singular value of I - J. (That it is the smallest one is what inverse
+    # iteration finds first: a start nearly orthogonal to the smallest
+    # singular vector, with the next one close, can return the next one.)
+    gap = (smin.value[:, None] - sv).abs().min(dim=1).values
+    assert ((gap <= 2 * smin.error * smin.value + 1e-12) | ~smin.converged).all()
+    # 1 / (a Ritz value of the inverse) undershoots only by what the inexact solves perturb
+    assert (smin.value >= sv[:, -1] * (1 - smin.error)).all()
+    rho = spectral_radius(f, h, steps=24)
+    close = (rho.value - torch.linalg.eigvals(jac).abs().amax(1)).abs() <= 1e-6 * rho.value
+    assert (close | ~rho.converged).all()
+
+
+def test_a_sample_whose_map_goes_non_finite_is_reported_not_raised() -> None:
+    mats = spectrum_matrices(40, 2, top=(0.6,), bulk=0.3, seed=5)
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        out = linear_map(mats)(h)
+        return torch.cat([out[:1], out[1:] * float("nan")])
+
+    h = torch.ones(2, 40, dtype=torch.float64)
+    for est in (spectral_radius(f, h, steps=10), smallest_singular_value(f, h, steps=10),
+                gmres(lambda v: v - f(v), h, steps=10)):
+        assert est.converged.tolist() == [True, False] and torch.isinf(est.error[1])
+    assert torch.allclose(spectral_radius(f, h, steps=10).value[0], dense_rho(mats)[0])
