@@ -20,13 +20,13 @@ explicit overrides win over the preset.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 # architectures.config and tasks' names are plain Python: nothing here imports torch.
-from fpstab.architectures.config import ARCHS, INIT_STATES, NORMS, RECALLS, RESIDUALS, CoreConfig
+from fpstab.architectures.config import CHOICES, KEY_HELP, CoreConfig
+from fpstab.devices import DEVICE_FORMS, check_device_name
 from fpstab.options import check_choice, check_options, option
 from fpstab.tasks import TASK_NAMES
 
@@ -84,18 +84,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 # values from there; CoreConfig validates them (TrainConfig.__post_init__).
 CORE_KEYS: tuple[str, ...] = ("arch", "norm", "recall", "residual", "d_model", "n_heads", "layers_per_loop",
                               "depth", "init_state")
-_CORE_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(CoreConfig)}
-_CORE_CHOICES: dict[str, tuple[str, ...]] = {"arch": ARCHS, "norm": NORMS, "recall": RECALLS,
-                                             "residual": RESIDUALS, "init_state": INIT_STATES}
+_CORE_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(CoreConfig)}
 # Training's default core is the paper's proposal (internal recall); CoreConfig's own default
 # arch is the standard-recall baseline.
 TRAIN_ARCH = "internal_recall"
 
 
-def _core(name: str, help: str, default: Any = None) -> Any:
-    """A TrainConfig field for CoreConfig key `name`: CoreConfig's default, allowed values and checks."""
-    value = _CORE_DEFAULTS[name] if default is None else default
-    return field(default=value, metadata=option(help, choices=_CORE_CHOICES.get(name), checked_by="CoreConfig"))
+def _core(name: str, default: Any = None) -> Any:
+    """A TrainConfig field for CoreConfig key `name`: CoreConfig's help, default and allowed values
+    (its ints are >= 1); CoreConfig checks it."""
+    value = _CORE_FIELDS[name].default if default is None else default
+    low = 1 if isinstance(value, int) else None
+    return field(default=value, metadata=option(KEY_HELP[name], choices=CHOICES.get(name), low=low,
+                                                checked_by="CoreConfig"))
 
 
 def _window(text: str) -> int | str:
@@ -135,15 +136,15 @@ class TrainConfig:
         choices=(None, *PRESETS)))
     task: str = field(default="prefix_sum", metadata=option("task to train on", choices=TASK_NAMES))
     # core
-    arch: str = _core("arch", "looped core (or a one-pass baseline)", default=TRAIN_ARCH)
-    norm: str = _core("norm", "normalization placement: pre, post, sandwich, peri")
-    recall: str = _core("recall", "recall map")
-    residual: str = _core("residual", "residual update")
-    d_model: int = _core("d_model", "width (a multiple of n_heads)")
-    n_heads: int = _core("n_heads", "attention heads")
-    layers_per_loop: int = _core("layers_per_loop", "blocks per loop iteration")
-    depth: int = _core("depth", "untied blocks of the fixed_depth baseline")
-    init_state: str = _core("init_state", "initial loop state h0")
+    arch: str = _core("arch", default=TRAIN_ARCH)
+    norm: str = _core("norm")
+    recall: str = _core("recall")
+    residual: str = _core("residual")
+    d_model: int = _core("d_model")
+    n_heads: int = _core("n_heads")
+    layers_per_loop: int = _core("layers_per_loop")
+    depth: int = _core("depth")
+    init_state: str = _core("init_state")
     attn_window: str | int = field(default="task", metadata=option(
         "'task' (the task's default), 'full', or an odd window size", parse=_window, checked_by="__post_init__"))
     # data
@@ -269,15 +270,15 @@ def preset_note(key: str) -> str:
 # recorded in the run's config.json ("runtime") and reused by --resume unless given again.
 PERSISTED_RUNTIME: tuple[str, ...] = ("device", "threads", "compile", "activation_checkpointing", "log_every",
                                       "print_every", "data_cache")
-_DEVICE_RE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
 class Runtime:
     """Options that do not change a run's numbers (kept out of TrainConfig)."""
 
-    device: str = field(default="cpu", metadata=option(
-        "torch device: cpu | cuda | cuda:N", checked_by="__post_init__", default_text="cuda if available, else cpu"))
+    # None: the command picks (fpstab.devices.default_device) once torch is loaded.
+    device: str | None = field(default="cpu", metadata=option(
+        f"torch device: {DEVICE_FORMS}", checked_by="__post_init__", default_text="cuda if torch sees one, else cpu"))
     threads: int = field(default=1, metadata=option(
         "CPU threads for torch (1 is fastest on a busy machine, where more threads contend)", low=1))
     compile: bool = field(default=False, metadata=option("torch.compile the loop step"))
@@ -294,8 +295,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         check_options(self)
-        if not isinstance(self.device, str) or not _DEVICE_RE.fullmatch(self.device):
-            raise ValueError(f"device={self.device!r} is not one of ['cpu', 'cuda', 'cuda:N']")
+        if self.device is not None:
+            check_device_name(self.device)
 
     def persisted(self) -> dict[str, Any]:
         """The options config.json records and --resume reuses."""

@@ -3,12 +3,12 @@
     torchrun --nproc_per_node N -m fpstab.cli train ...
 
 Each process (rank) holds the whole model and trains on its equal share of
-every batch; after backward the gradients are averaged over the ranks (one
-all-reduce of all gradients, as torch's DistributedDataParallel does after
-its buckets), so every rank takes the same optimizer step as one process
-would on the whole batch. The progressive loss's (n, k) comes from the
-seeded sampler every rank holds, so all ranks draw the same depths. Rank 0
-alone writes records and checkpoints.
+every batch. The loss's forward runs through torch's DistributedDataParallel,
+which averages the gradients over the ranks during backward, so every rank
+takes the same optimizer step as one process would on the whole batch. The
+progressive loss's (n, k) comes from the seeded sampler every rank holds, so
+all ranks draw the same depths. Rank 0 alone validates and writes records and
+checkpoints.
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT;
 `ranks_from_env` reads them without importing torch. Backends: nccl on cuda,
@@ -22,7 +22,13 @@ import datetime
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from fpstab.config import TrainConfig
+    from fpstab.protocol import DataParallel, StepFn
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -56,8 +62,14 @@ class Ranks:
         return batch[self.rank * size:(self.rank + 1) * size]
 
     def device(self, name: str) -> str:
-        """'cuda' means this rank's GPU (cuda:LOCAL_RANK) when distributed; other names pass through."""
-        return f"cuda:{self.local_rank}" if name == "cuda" and self.distributed else name
+        """'cuda' means this rank's GPU (cuda:LOCAL_RANK) when distributed; other names pass through,
+        but one GPU (cuda:N) cannot hold every rank."""
+        if not self.distributed or not name.startswith("cuda"):
+            return name
+        if name != "cuda":
+            raise ValueError(f"--device {name} with {self.world} processes: give --device cuda "
+                             "(each process takes the GPU of its LOCAL_RANK)")
+        return f"cuda:{self.local_rank}"
 
     def mean(self, tensor: Any) -> Any:
         """The mean of `tensor` over the ranks (every rank passes one of the same shape)."""
@@ -125,3 +137,24 @@ def process_group(ranks: Ranks, device_type: str, timeout_s: float = 600.0) -> I
         yield
     finally:
         dist.destroy_process_group()
+
+
+def data_parallel(core: torch.nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, ranks: Ranks,
+                  device: torch.device) -> DataParallel:
+    """The DistributedDataParallel loss of `core` for `train_step` (the process group initialized).
+
+    When the step ignores the input (no_recall, fixed_depth), the encoder can
+    miss the loss (the progressive loss's n > 0 detaches the state, h0 may not
+    be the embedding): such parameters are looked for on every step, and their
+    gradients stay None, as in one process.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    from fpstab.protocol import DataParallel, LossModule
+
+    # broadcast_buffers off: training changes no buffer of a core (it has none that it updates).
+    loss = DistributedDataParallel(LossModule(core, step_fn, task, cfg),
+                                   find_unused_parameters=not getattr(core, "has_input_injection", False),
+                                   device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)
+    return DataParallel(loss, ranks.mean)

@@ -17,8 +17,8 @@ knob is a TrainConfig key:
   gradients and backpropagate by the implicit function theorem / through a
   few damped steps (fixedpoint.implicit_gradient / phantom_gradient).
 
-Data parallel training passes `train_step` a mean over ranks: each rank then
-steps with the gradient of the whole batch (fpstab.distributed).
+Data parallel training runs `train_step`'s forward through DistributedDataParallel,
+so each rank steps with the gradient of the whole batch (fpstab.distributed).
 """
 
 from __future__ import annotations
@@ -170,23 +170,34 @@ def compute_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig,
     e = core.encode(x)
     h0 = core.init_state(e)
     if cfg.grad_mode == "progressive":
-        n, k = depths
-        if n > 0:
-            with torch.no_grad():
-                h = run_iters(step_fn, h0, e, n)
-            h = h.detach()
-        else:
-            # n = 0: start from h0 itself, so the embedding also learns through
-            # h0 (Bansal et al.'s code does the same); the only path for no_recall.
-            h = h0
-        logits = core.readout(run_iters(step_fn, h, e, k))
-        loss = task.loss(logits, y)
-        info = {"n": float(n), "k": float(k)}
-        if cfg.alpha < 1.0:
-            full = core.readout(run_iters(step_fn, h0, e, cfg.train_iters))
-            loss = (1.0 - cfg.alpha) * task.loss(full, y) + cfg.alpha * loss
-        return LossOutput(loss, logits, info)
+        return _progressive_loss(core, step_fn, task, cfg, e, h0, y, depths)
+    return _fixed_point_loss(core, step_fn, task, cfg, e, h0, y)
 
+
+def _progressive_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, e: Tensor, h0: Tensor,
+                      y: Tensor, depths: tuple[int, int]) -> LossOutput:
+    """n steps without gradients, k with; e, h0: (B, n_tokens, d_model)."""
+    n, k = depths
+    if n > 0:
+        with torch.no_grad():
+            h = run_iters(step_fn, h0, e, n)
+        h = h.detach()
+    else:
+        # n = 0: start from h0 itself, so the embedding also learns through
+        # h0 (Bansal et al.'s code does the same); the only path for no_recall.
+        h = h0
+    logits = core.readout(run_iters(step_fn, h, e, k))
+    loss = task.loss(logits, y)
+    if cfg.alpha < 1.0:
+        full = core.readout(run_iters(step_fn, h0, e, cfg.train_iters))
+        loss = (1.0 - cfg.alpha) * task.loss(full, y) + cfg.alpha * loss
+    return LossOutput(loss, logits, {"n": float(n), "k": float(k)})
+
+
+def _fixed_point_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, e: Tensor, h0: Tensor,
+                      y: Tensor) -> LossOutput:
+    """Solve for h* without gradients, then backpropagate through it by the implicit function
+    theorem (grad_mode "implicit") or a few damped steps ("phantom"). e, h0: (B, n_tokens, d_model)."""
     from fpstab.fixedpoint import implicit_gradient, phantom_gradient, solve
 
     def f(h: Tensor) -> Tensor:
@@ -194,7 +205,7 @@ def compute_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig,
 
     # The forward solve runs without autocast: Anderson's least squares in
     # bf16 is not trustworthy; the differentiable part keeps the autocast.
-    with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+    with torch.no_grad(), torch.autocast(device_type=e.device.type, enabled=False):
         e32 = e.detach().float()
         res = solve(lambda h: step_fn(h, e32), h0.detach().float(), solver=cfg.solver,
                     max_iter=cfg.solve_max_iter, tol=cfg.solver_tol)
@@ -207,6 +218,30 @@ def compute_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig,
     info = {"nfe": float(res.nfe), "converged": float(res.converged.float().mean()),
             "solver_diverged": float(res.diverged.float().mean())}
     return LossOutput(task.loss(logits, y), logits, info)
+
+
+class LossModule(nn.Module):
+    """`compute_loss` as a module, forward(x, y, depths) -> LossOutput: what
+    DistributedDataParallel wraps, since it averages gradients over the ranks in
+    the backward of a forward it ran (the core's own methods bypass it)."""
+
+    def __init__(self, core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.core = core
+        self.step_fn, self.task, self.cfg = step_fn, task, cfg
+
+    def forward(self, x: Tensor, y: Tensor, depths: tuple[int, int]) -> LossOutput:
+        return compute_loss(self.core, self.step_fn, self.task, self.cfg, x, y, depths)
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """What a data-parallel step adds (fpstab.distributed.data_parallel): `loss`, the
+    DistributedDataParallel-wrapped LossModule, averages the gradients over the ranks during
+    backward; `mean` averages the logged scalars over them."""
+
+    loss: Callable[[Tensor, Tensor, tuple[int, int]], LossOutput]
+    mean: RankMean
 
 
 @dataclass
@@ -224,50 +259,37 @@ class StepStats:
 
 def train_step(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, optimizer: torch.optim.Optimizer,
                x: Tensor, y: Tensor, depths: tuple[int, int], precision: str,
-               rank_mean: RankMean | None = None) -> StepStats:
+               parallel: DataParallel | None = None) -> StepStats:
     """Forward (autocast per `precision`), backward, clip, and AdamW step if finite.
 
     x: (B, n_tokens, in_dim); y: (B, n_tokens). One host sync per step (the
     finiteness check reads loss, grad norm and accuracy together).
-    rank_mean: data parallel training, where x, y are this rank's equal share
-    of the batch: gradients, loss and accuracy are averaged over the ranks
-    (task losses are means, so the mean over equal shards is the batch's), so
+    parallel: data parallel training, where x, y are this rank's equal share of
+    the batch: the gradients, loss and accuracy are averaged over the ranks
+    (task losses are means, so the mean over equal shares is the batch's), so
     every rank clips, checks and steps alike.
     """
     with autocast(x.device.type, precision):
-        out = compute_loss(core, step_fn, task, cfg, x, y, depths)
+        if parallel is None:
+            out = compute_loss(core, step_fn, task, cfg, x, y, depths)
+        else:
+            out = parallel.loss(x, y, depths)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-    if rank_mean is not None:
-        average_gradients(params, rank_mean)
     if cfg.grad_clip > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     else:
         grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
     acc = task.correct(out.logits.detach().float(), y).float().mean()
     stats = torch.stack([out.loss.detach().float(), grad_norm.float(), acc])
-    if rank_mean is not None:
-        stats = rank_mean(stats)  # grad_norm is the same on every rank already
+    if parallel is not None:
+        stats = parallel.mean(stats)  # grad_norm is the same on every rank already
     loss_v, gn_v, acc_v = stats.tolist()
     finite = math.isfinite(loss_v) and math.isfinite(gn_v)
     if finite:
         optimizer.step()
     return StepStats(out, loss_v, gn_v, acc_v, finite)
-
-
-def average_gradients(params: list[nn.Parameter], rank_mean: RankMean) -> None:
-    """Replace each parameter's gradient by its mean over the ranks, in one collective call.
-
-    Every rank must pass the same parameters in the same order: their gradients
-    exist or not by the loss's (n, k), which all ranks draw alike.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = rank_mean(torch.cat([g.reshape(-1) for g in grads]))
-    for g, chunk in zip(grads, flat.split([g.numel() for g in grads])):
-        g.copy_(chunk.view_as(g))
 
 
 @torch.no_grad()

@@ -44,8 +44,10 @@ from fpstab.config import (
     resolve_precision,
     train_level_for,
 )
-from fpstab.distributed import SINGLE, Ranks
-from fpstab.protocol import (  # noqa: F401  (autocast, run_iters: re-exported for benchmarks/train_speed.py)
+from fpstab.devices import resolve_device
+from fpstab.distributed import SINGLE, Ranks, data_parallel
+from fpstab.protocol import (  # noqa: F401  (re-exported: benchmarks/train_speed.py imports them from here)
+    DataParallel,
     StepFn,
     StepStats,
     autocast,
@@ -196,6 +198,7 @@ class _Run:
     looped: bool
     say: Callable[[str], None]
     metrics: MetricsLog | None  # rank 0 only
+    parallel: DataParallel | None = None  # the DistributedDataParallel loss when distributed
     step: int = 0
     elapsed_before: float = 0.0
     best_val: dict[str, float] | None = None
@@ -275,7 +278,9 @@ def _setup(cfg: TrainConfig, out: Path, runtime: Runtime, resume: bool, ranks: R
                MetricsLog(out / METRICS_FILE) if ranks.is_main else None)
     if ckpt is not None:
         _restore(run, ckpt)
-    else:
+    if ranks.distributed:
+        run.parallel = data_parallel(core, step_fn, run.task, cfg, ranks, device)
+    if ckpt is None:
         if run.metrics is not None:
             run.metrics.truncate(0)  # a resumed run killed before its first checkpoint starts over
         _write_config_record(run, started=True)
@@ -295,10 +300,8 @@ def _silent(msg: str) -> None:
 
 
 def _resolve_device(name: str, ranks: Ranks) -> torch.device:
-    name = ranks.device(name)
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} requested but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
+    """The torch.device of `name` for this rank ('cuda' is this rank's GPU when distributed)."""
+    return resolve_device(ranks.device(name))
 
 
 def _build(cfg: TrainConfig, core_cfg: Any, runtime: Runtime,
@@ -412,7 +415,7 @@ def _train_one_step(run: _Run, batches: Batches, val_set: Any, stop: _StopFlag) 
     # every rank draws the same (n, k): the sampler is seeded alike and checkpointed
     depths = progressive_depths(cfg.train_iters, run.sampler) if run.looped else (0, 1)
     stats = train_step(run.core, run.step_fn, run.task, cfg, run.optimizer, x, y, depths, run.precision,
-                       rank_mean=run.ranks.mean if run.ranks.distributed else None)
+                       parallel=run.parallel)
     if not stats.stepped:
         return _diverged(run, stats, lr)
     run.step += 1

@@ -35,7 +35,8 @@ from fpstab.config import (
     preset_note,
     resolve_config,
 )
-from fpstab.distributed import ranks_from_env
+from fpstab.devices import default_device
+from fpstab.distributed import process_group, ranks_from_env
 from fpstab.options import add_options
 from fpstab.reports.run_files import CONFIG_FILE
 from fpstab.reports.run_files import read_json_file as read_json
@@ -87,9 +88,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def runtime_from_args(args: argparse.Namespace) -> Runtime:
     """The runtime options: defaults <- those the run recorded (with --resume) <- flags.
 
-    A device neither given nor recorded is left at Runtime's "cpu"; `run` picks cuda when torch sees one.
+    A device neither given nor recorded is left None, for `run` to pick once torch is loaded.
     """
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"device": None}
     if args.resume:
         recorded = _stored_record(args.out).get("runtime", {})
         values.update({k: recorded[k] for k in PERSISTED_RUNTIME if k in recorded})
@@ -141,14 +142,9 @@ def run(args: argparse.Namespace) -> int:
     ranks.check_batch(cfg.batch_size)
     out = args.out or Path("runs") / f"{cfg.task}-{cfg.arch}-{cfg.norm}-s{cfg.seed}"
 
-    import torch  # only now: everything above is checked without it
+    from fpstab.train import RunKilled, train  # torch loads only now: everything above is checked without it
 
-    from fpstab.distributed import process_group
-    from fpstab.train import RunKilled, train
-
-    device_chosen = args.device is not None or (args.resume and "device" in _stored_record(out).get("runtime", {}))
-    if not device_chosen:
-        runtime = dataclasses.replace(runtime, device="cuda" if torch.cuda.is_available() else "cpu")
+    runtime = dataclasses.replace(runtime, device=runtime.device or default_device())
     try:
         with process_group(ranks, runtime.device.split(":")[0]):
             result = train(cfg, out, runtime, resume=args.resume, ranks=ranks)

@@ -24,8 +24,12 @@ TINY = ["--quiet", "--task", "prefix_sum", "--arch", "standard_recall", "--train
 
 
 def error_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """The one-line error `fpstab` prints for argv (exit code 2)."""
-    assert main(argv) == 2
+    """The one-line error `fpstab` prints for argv (exit code 2; argparse's own errors exit)."""
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     return err
@@ -60,8 +64,16 @@ def test_bad_arguments_are_refused_before_torch_loads() -> None:
     (["--print-every", "-1"], "print_every=-1.0 must be >= 0.0"),
     (["--threads", "0"], "threads=0 must be an int >= 1"),
     (["--stop-after-steps", "0"], "stop_after_steps=0 must be an int >= 1"),
-    (["--device", "gpu"], "device='gpu' is not one of ['cpu', 'cuda', 'cuda:N']"),
+    (["--device", "gpu"], "--device 'gpu': allowed: cpu, cuda or cuda:N"),
+    (["--device", "cuda:x"], "--device 'cuda:x': allowed: cpu, cuda or cuda:N"),
+    (["--lr", "0"], "lr=0.0 must be > 0.0"),
+    (["--epochs", "0"], "epochs=0 must be an int >= 1"),
+    (["--batch-size", "0"], "batch_size=0 must be an int >= 1"),
     (["--n-val", "-1"], "n_val=-1 must be an int >= 0"),
+    (["--alpha", "1.5"], "alpha=1.5 must be <= 1.0"),
+    (["--d-model", "0"], "CoreConfig.d_model=0 is invalid; allowed: an int >= 1"),
+    (["--arch", "recall"], "argument --arch: invalid choice: 'recall'"),
+    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
 ])
 def test_numeric_and_runtime_ranges(flags: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert message in error_of(["train", *flags], capsys)
