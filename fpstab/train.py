@@ -46,16 +46,18 @@ from fpstab.config import (
 )
 from fpstab.devices import resolve_device
 from fpstab.distributed import SINGLE, Ranks, data_parallel
-from fpstab.protocol import (  # noqa: F401  (re-exported: benchmarks/train_speed.py imports them from here)
+from fpstab.protocol import (
     DataParallel,
     StepFn,
     StepStats,
     autocast,
     checkpointed,
+    compute_loss,
     epoch_order,
     evaluate_at,
     lr_at,
     make_optimizer,
+    param_groups,
     progressive_depths,
     run_iters,
     train_step,
@@ -74,6 +76,13 @@ from fpstab.runs import (
     save_checkpoint,
     write_status,
 )
+
+
+# The protocol's pieces stay importable from here, where they lived before the split: the
+# training benchmark imports them from fpstab.train, also when it measures an older checkout.
+__all__ = ["RunKilled", "Runtime", "TrainResult", "train", "autocast", "checkpointed", "compute_loss",
+           "epoch_order", "evaluate_at", "lr_at", "make_optimizer", "param_groups", "progressive_depths",
+           "run_iters", "train_step"]
 
 
 class RunKilled(RuntimeError):

@@ -105,8 +105,11 @@ def runtime_from_args(args: argparse.Namespace) -> Runtime:
 
 def check_paths(args: argparse.Namespace) -> None:
     """--out must be a directory, or not exist; --resume needs a run there."""
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} exists and is not a directory; give a run directory")
+    if args.out is not None:
+        existing = next(p for p in (args.out, *args.out.parents) if p.exists())
+        if not existing.is_dir():
+            where = "" if existing == args.out else f": {existing}"
+            raise ValueError(f"--out {args.out}{where} exists and is not a directory; give a run directory")
     if not args.resume:
         return
     if args.out is None:
@@ -123,6 +126,9 @@ def _config_file(path: Path) -> dict[str, Any]:
     data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a JSON object of TrainConfig keys, got a JSON {type(data).__name__}")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown key(s) {unknown}; allowed: the TrainConfig keys {sorted(FIELDS)}")
     return data
 
 

@@ -85,9 +85,17 @@ def test_config_file_must_be_an_object(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"--config {tmp_path / 'c.json'}: expected a JSON object of TrainConfig keys, got a JSON list" in err
 
 
+def test_config_file_keys_must_be_train_config_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "c.json").write_text('{"lr": 1e-3, "learning_rate": 1e-3}')
+    err = error_of(["train", "--config", str(tmp_path / "c.json")], capsys)
+    assert f"--config {tmp_path / 'c.json'}: unknown key(s) ['learning_rate']; allowed: the TrainConfig keys" in err
+
+
 def test_out_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "f").write_text("")
     assert "exists and is not a directory" in error_of(["train", "--out", str(tmp_path / "f")], capsys)
+    err = error_of(["train", "--out", str(tmp_path / "f" / "run")], capsys)
+    assert f"--out {tmp_path / 'f' / 'run'}: {tmp_path / 'f'} exists and is not a directory" in err
 
 
 def test_resume_of_a_missing_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,10 +110,15 @@ def test_resume_of_a_missing_run_is_refused(tmp_path: Path, capsys: pytest.Captu
 def test_runtime_is_recorded_and_reused_on_resume(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), *TINY, "--log-every", "3", "--stop-after-steps", "5"]) == 137
-    assert read_json(run / "config.json")["runtime"]["threads"] == 1  # the default
+    first = read_json(run / "config.json")["runtime"]
+    assert (first["threads"], first["device"], first["activation_checkpointing"]) == (1, "cpu", False)  # defaults
+    record = json.loads((run / "config.json").read_text())  # as if the first session had asked for these
+    record["runtime"].update(activation_checkpointing=True, print_every=5.0)
+    (run / "config.json").write_text(json.dumps(record))
     assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
     runtime = read_json(run / "config.json")["runtime"]
     assert runtime["log_every"] == 3 and "resumed" in runtime and "started" in runtime
+    assert (runtime["activation_checkpointing"], runtime["print_every"], runtime["threads"]) == (True, 5.0, 1)
     # train records every 3 steps or at an epoch's end, in both sessions
     assert [r["step"] for r in read_metrics(run) if r["kind"] == "train"] == [3, 4, 7, 8]
 

@@ -27,7 +27,7 @@ from fpstab.runs import (
     save_checkpoint,
 )
 from fpstab.protocol import lr_at, param_groups, progressive_depths
-from fpstab.train_command import add_arguments, config_from_args
+from fpstab.train_command import add_arguments, config_from_args, runtime_from_args
 
 
 # ---- config -------------------------------------------------------------
@@ -117,6 +117,34 @@ def test_cli_resume_refuses_different_flags(tmp_path: Path) -> None:
     assert config_from_args(_args("--out", str(run), "--resume", "--lr", str(stored.lr))) == stored
     with pytest.raises(ValueError, match=r"different config \(lr: 0.0003 in the run vs 0.01 given, seed"):
         config_from_args(_args("--out", str(run), "--resume", "--lr", "0.01", "--seed", "5"))
+
+
+STORED_RUNS = sorted((Path(__file__).resolve().parents[1] / "results").rglob("config.json"))
+
+
+@pytest.mark.parametrize("record", STORED_RUNS[:1] + STORED_RUNS[-1:], ids=lambda p: p.parent.name)
+def test_stored_run_records_resume_with_their_config_and_runtime(record: Path, tmp_path: Path) -> None:
+    """config.json of runs made by earlier versions (flat TrainConfig keys, fewer runtime options)
+    give their config and runtime to --resume."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(record.read_text())
+    stored = read_json(record)
+    args = _args("--out", str(tmp_path / "run"), "--resume")
+    assert config_from_args(args).to_dict() == TrainConfig.from_dict(stored["train"]).to_dict()
+    runtime = runtime_from_args(args)
+    assert (runtime.device, runtime.compile) == (stored["runtime"]["device"], stored["runtime"]["compile"])
+    assert runtime.threads == 1  # not recorded then: the default
+    assert runtime_from_args(_args("--out", str(tmp_path / "run"), "--resume", "--device", "cpu")).device == "cpu"
+
+
+def test_every_stored_run_record_loads() -> None:
+    from fpstab.architectures import CoreConfig
+
+    assert STORED_RUNS
+    for record in STORED_RUNS:
+        stored = read_json(record)
+        TrainConfig.from_dict(stored["train"])
+        CoreConfig.from_dict(stored["core"])
 
 
 # ---- optimizer groups and schedule ----------------------------------------
