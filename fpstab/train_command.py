@@ -6,7 +6,8 @@
 
 Every TrainConfig key is a flag (defaults <- --preset <- --config FILE.json <-
 flags), and so is every runtime option (fpstab.config.Runtime). The arguments
-are checked before torch is imported, so bad input is refused at once.
+are checked before torch is imported, so bad input is refused at once, in one
+line (exit code 2).
 
 --resume continues the run in --out: its config.json fixes the config (flags
 may only repeat it) and the runtime options it recorded (device, threads,
