@@ -42,6 +42,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -56,8 +57,16 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-if __package__ in (None, ""):  # run as a file: measure the checkout this script lives in
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+def _checkout() -> Path:
+    """The fpstab source tree measured: --checkout PATH, else the one this script lives in."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parent.parent)
+    return pre.parse_known_args()[0].checkout.resolve()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(_checkout()))
 
 from fpstab.config import TrainConfig  # noqa: E402
 from fpstab.train import autocast, make_optimizer, run_iters, train_step  # noqa: E402
@@ -206,6 +215,18 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
+def git_commit(path: Path) -> str:
+    """The checkout's commit (with '+changes' when the tree differs from it), or 'unknown'."""
+    try:
+        head = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 def short_error(err: BaseException) -> str:
     lines = [ln for ln in str(err).splitlines() if ln.strip()]
     return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"
@@ -295,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="start no further variant after this many seconds (default: 170 on cuda, none on cpu)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--checkout", type=Path, default=None,
+                   help="measure the fpstab source tree at PATH (e.g. another git worktree) instead of this one")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -341,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
         return make
 
     models = [m.strip() for m in a.models.split(",") if m.strip()]
-    print(f"device {device}: {device_name(device)}; torch {torch.__version__}")
+    import fpstab
+
+    code = Path(fpstab.__file__).resolve().parent.parent
+    print(f"device {device}: {device_name(device)}; torch {torch.__version__}; fpstab from {code} "
+          f"({git_commit(code)})")
     print(f"shape: batch {batch} x {n_tokens} tokens, d {d}, {heads} heads, {iters}-iteration unroll + AdamW; "
           f"fpstab {a.arch}+{a.norm}; {warmup} warm-up + {steps} timed steps per model, alternating")
     flops: dict[str, int] = {}
@@ -384,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({
             "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+            "fpstab_checkout": str(code), "fpstab_commit": git_commit(code),
             "threads": torch.get_num_threads(), "command": " ".join(sys.argv),
             "batch": batch, "tokens": n_tokens, "d_model": d, "heads": heads, "iters": iters,
             "arch": a.arch, "norm": a.norm, "warmup": warmup, "steps": steps, "chunk": a.chunk,

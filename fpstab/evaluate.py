@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from fpstab import __version__
-from fpstab.devices import check_device_name, resolve_device
+from fpstab.devices import check_device_name, default_device, resolve_device
 from fpstab.runs import (
     EVAL_FILE,
     PLOTS_DIR,
@@ -368,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
     check_eval_options(iters=args.iters, samples=args.samples, batch_size=args.batch_size, halt_tol=args.halt_tol,
                        solver=None if args.solver == "none" else args.solver, solver_max_iter=args.solver_max_iter,
                        solver_tol=args.solver_tol, data_seed=args.data_seed)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     evaluate_run(args.run, levels=args.levels, iters=args.iters, samples=args.samples,
