@@ -102,11 +102,12 @@ def settings_from(args: argparse.Namespace) -> Any:
 
 @contextlib.contextmanager
 def flags_named(keys: tuple[str, ...]) -> Iterator[None]:
-    """Re-raise a ValueError whose message says `key=value` for one of `keys` as `--key-name value`."""
+    """Re-raise a ValueError whose message says `key=value` (or `Class.key=value`) for one of `keys`
+    as `--key-name value`."""
     try:
         yield
     except ValueError as err:
-        message = re.sub(r"\b([a-z_]+)=", lambda m: f"--{m.group(1).replace('_', '-')} "
+        message = re.sub(r"\b(?:[A-Za-z]+\.)?([a-z_]+)=", lambda m: f"--{m.group(1).replace('_', '-')} "
                          if m.group(1) in keys else m.group(0), str(err))
         raise ValueError(message) from None
 

@@ -64,8 +64,8 @@ def test_cli_probe_prints_every_axis_and_writes_the_record(tmp_path, capsys) -> 
         (["--gmres-restarts", "0"], "--gmres-restarts"),
         (["--fd-eps", "-1"], "--fd-eps"),
         (["--device", "foo"], "--device 'foo': allowed: cpu, cuda or cuda:N"),
-        (["--d-model", "0"], "--d-model 0 must be an int >= 1"),
-        (["--n-heads", "3"], "must be divisible by --n-heads 3"),
+        (["--d-model", "0"], "--d-model 0 is invalid; allowed: an int >= 1"),
+        (["--n-heads", "3"], "--n-heads 3 is invalid; allowed: a divisor of --d-model 64"),
         (["--threads", "0"], "--threads 0: must be >= 1"),
     ],
 )
