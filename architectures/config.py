@@ -58,7 +58,7 @@ def _is_int(v: Any) -> bool:
 
 @dataclass(frozen=True, kw_only=True)
 class CoreConfig:
-    """Architecture of a looped core (see DESIGN.md, "Looped cores").
+    """Architecture of a looped core (the archs' equations: `architectures.core`).
 
     grid: None for 1-D token positions, or the row-major shape of the token
     grid (e.g. (9, 9)) for axial RoPE; its product must equal n_tokens.

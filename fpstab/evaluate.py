@@ -36,14 +36,14 @@ from fpstab import __version__
 from fpstab.devices import check_device_name, default_device, resolve_device
 from fpstab.runs import (
     EVAL_FILE,
-    STATUS_FILE,
     PLOTS_DIR,
     atomic_write_json,
     checkpoint_path_of,
     load_checkpoint,
     load_run,
-    read_status,
     run_dir_of,
+    run_state,
+    run_state_note,
 )
 
 from fpstab.reports.run_files import EVAL_SCHEMA, EVAL_SCHEMA_VERSION
@@ -209,7 +209,10 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
     dev = resolve_device(device)
     core, _, cfg, task_name = load_run(run_dir, device=dev, checkpoint=ckpt_path)
     ckpt_step = int(load_checkpoint(ckpt_path)["step"])
-    run_state = _run_state(run_dir, ckpt_step, say)
+    state = run_state(run_dir)
+    note = run_state_note(state, ckpt_step, "evaluating")
+    if note:
+        say(f"[eval] note: {note}")
     task = get_task(task_name)
     ladder = task.ladder()
     levels = parse_levels([str(lv) for lv in levels] if levels else None, ladder)
@@ -225,7 +228,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
         "run_dir": str(run_dir),
         "checkpoint": str(ckpt_path),
         "checkpoint_step": ckpt_step,
-        "run_state": run_state,
+        "run_state": state,
         "task": task_name,
         "arch": cfg.arch,
         "norm": cfg.norm,
@@ -330,20 +333,6 @@ def check_eval_options(iters: int, samples: int, batch_size: int, halt_tol: floa
         raise ValueError(f"--data-seed {data_seed}: must be >= 0")
     if solver is not None and solver not in ("anderson", "broyden", "iterate"):
         raise ValueError(f"--solver {solver!r}: allowed: anderson, broyden, iterate, none")
-
-
-def _run_state(run_dir: Path, ckpt_step: int, say: Any) -> dict[str, Any]:
-    """The run's status.json state, recorded in eval.json; a diverged run is said to be one."""
-    status = read_status(run_dir) if (run_dir / STATUS_FILE).is_file() else {}
-    state = {"state": status.get("state", "unknown"), "step": status.get("step"),
-             "reason": status.get("reason")}
-    if state["state"] == "diverged":
-        say(f"[eval] note: this run diverged at step {state['step']} ({state['reason']}); evaluating its last "
-            f"finite checkpoint, step {ckpt_step}")
-    elif state["state"] in ("running", "interrupted"):
-        say(f"[eval] note: this run's training is {state['state']} (step {state['step']}); evaluating its "
-            f"checkpoint at step {ckpt_step}")
-    return state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -149,3 +149,14 @@ def test_a_sample_whose_map_goes_non_finite_is_reported_not_raised() -> None:
                 gmres(lambda v: v - f(v), h, steps=10)):
         assert est.converged.tolist() == [True, False] and torch.isinf(est.error[1])
     assert torch.allclose(spectral_radius(f, h, steps=10).value[0], dense_rho(mats)[0])
+
+
+def test_restarts_stop_once_every_sample_went_non_finite() -> None:
+    # NaN never leaves a Krylov basis: restarting could only spend products (a diverged run's weights).
+    poisoned = lambda v: v * float("nan")  # noqa: E731
+    h = torch.ones(2, 40, dtype=torch.float64)
+    rho = spectral_radius(poisoned, h, steps=10, restarts=20)
+    smax = largest_singular_value(poisoned, poisoned, h, steps=10, restarts=20)
+    for est in (rho, smax):
+        assert not est.converged.any() and torch.isinf(est.error).all()
+    assert rho.products == 10 and smax.products <= 2 * 10
