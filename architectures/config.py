@@ -19,6 +19,21 @@ NORMS = ("inner", "outer", "both", "peri")  # pre, post, sandwich, peri
 RECALLS = ("linear", "add", "concat")
 RESIDUALS = ("add", "gru")
 INIT_STATES = ("embedding", "zeros", "random")
+# The allowed values of the keys that take names.
+CHOICES: dict[str, tuple[str, ...]] = {"arch": ARCHS, "norm": NORMS, "recall": RECALLS, "residual": RESIDUALS,
+                                       "init_state": INIT_STATES}
+# What each key is, for the command lines that offer CoreConfig keys as flags (fpstab train).
+KEY_HELP: dict[str, str] = {
+    "arch": "looped core, or a one-pass baseline (fixed_depth, single_attn)",
+    "norm": "normalization placement: inner (pre-norm), outer (post-norm), both (sandwich), peri",
+    "recall": "recall map R(s, e) that mixes the input embedding e into each iteration: linear (W_x s + W_e e), add (s + e), concat ([s; e])",
+    "residual": "residual update of the state: add, or a GRU gate",
+    "d_model": "width of the state and the blocks (a multiple of n_heads)",
+    "n_heads": "attention heads (head size d_model / n_heads even per RoPE axis)",
+    "layers_per_loop": "transformer blocks per loop iteration",
+    "depth": "untied blocks of the fixed_depth baseline",
+    "init_state": "initial loop state h0: the input embedding, zeros, or seeded noise",
+}
 
 # Knobs that only some architectures read. Any other arch must leave them at their default.
 APPLIES_TO: dict[str, tuple[str, ...]] = {
@@ -43,7 +58,7 @@ def _is_int(v: Any) -> bool:
 
 @dataclass(frozen=True, kw_only=True)
 class CoreConfig:
-    """Architecture of a looped core (see DESIGN.md, "Looped cores").
+    """Architecture of a looped core (the archs' equations: `architectures.core`).
 
     grid: None for 1-D token positions, or the row-major shape of the token
     grid (e.g. (9, 9)) for axial RoPE; its product must equal n_tokens.
@@ -72,8 +87,7 @@ class CoreConfig:
             object.__setattr__(self, "grid", tuple(self.grid))
         if _is_int(self.rope_base):
             object.__setattr__(self, "rope_base", float(self.rope_base))
-        for key, allowed in (("arch", ARCHS), ("norm", NORMS), ("recall", RECALLS),
-                             ("residual", RESIDUALS), ("init_state", INIT_STATES)):
+        for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 _fail(key, getattr(self, key), f"one of {allowed}")
         for key in ("in_dim", "out_dim", "d_model", "n_heads", "layers_per_loop", "depth", "mlp_ratio"):

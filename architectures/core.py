@@ -4,7 +4,8 @@ Shapes: x (B, n, in_dim); e, h (B, n, d); logits (B, n, out_dim). step,
 readout and the blocks also accept any other leading shape (e.g. a single
 sample (n, d) under torch.func.vmap).
 
-Architectures (DESIGN.md "Looped cores"; REFERENCE.md 1.2 and 3):
+Architectures (Labovich 2026, arXiv 2604.15259, and its code github.com/ashlab11/generalization,
+deepthinking/models/transformer.py; Fu et al. 2026, arXiv 2605.18797; Gong et al. 2025, arXiv 2510.10089):
 - no_recall:        h' = Block(h); x enters only through h0 = e.
 - standard_recall:  h' = Block(R(h, e)): the recalled vector is the residual stream.
 - internal_recall:  h' = Block(h) with R inside each branch after the pre-norm.

@@ -39,16 +39,7 @@ from fpstab.fixedpoint import dense_jacobian, gmres, iterate, smallest_singular_
 from fpstab.fixedpoint.krylov import random_start, unit
 from fpstab.fixedpoint.linalg import jvp_operator, vjp_operator
 from fpstab.fixedpoint.spectra import _golub_kahan
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
+from probe_speed import timed  # the sibling benchmark's synchronizing timer (run as a script from benchmarks/)
 
 
 def load(args: argparse.Namespace) -> tuple[object, torch.Tensor]:

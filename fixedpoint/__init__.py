@@ -5,57 +5,46 @@ Nothing here knows of transformers: a map is a callable on batched tensors
 with encode / init_state / step / readout. Every iterative numerical result
 (Krylov, GMRES, solver) comes back as an `Estimate` with its convergence,
 error estimate and cost.
+
+The settings (solver names, ProbeSettings) are plain Python and load with the
+package; everything else imports torch (seconds) and loads on first use, so a
+command line can check its options first.
 """
 
-from fpstab.fixedpoint.estimate import Estimate
-from fpstab.fixedpoint.grad import implicit_gradient, phantom_gradient
-from fpstab.fixedpoint.krylov import default_tol, gmres
-from fpstab.fixedpoint.linalg import dense_jacobian, jvp_operator, vjp_operator
-from fpstab.fixedpoint.probes import (
-    AXES,
-    SCHEMA_VERSION,
-    STARTS,
-    AxisReport,
-    ProbeReport,
-    ProbeSettings,
-    Thresholds,
-    Verdict,
-    implicit_input_jacobian,
-    probe,
-    probe_record,
-)
-from fpstab.fixedpoint.solve import RETURNS, SOLVERS, SolveResult, solve
-from fpstab.fixedpoint.spectra import largest_singular_value, smallest_singular_value, spectral_radius
-from fpstab.fixedpoint.trajectory import Trajectory, iterate, relative_residual
+from __future__ import annotations
 
-__all__ = [
-    "AXES",
-    "RETURNS",
-    "SCHEMA_VERSION",
-    "SOLVERS",
-    "STARTS",
-    "AxisReport",
-    "Estimate",
-    "ProbeReport",
-    "ProbeSettings",
-    "SolveResult",
-    "Thresholds",
-    "Trajectory",
-    "Verdict",
-    "default_tol",
-    "dense_jacobian",
-    "gmres",
-    "implicit_gradient",
-    "implicit_input_jacobian",
-    "iterate",
-    "jvp_operator",
-    "largest_singular_value",
-    "phantom_gradient",
-    "probe",
-    "probe_record",
-    "relative_residual",
-    "smallest_singular_value",
-    "solve",
-    "spectral_radius",
-    "vjp_operator",
-]
+import importlib
+from typing import Any
+
+from fpstab.fixedpoint.settings import RETURNS, SOLVERS, STARTS, ProbeSettings
+
+# name -> the module defining it (under fpstab.fixedpoint).
+_LAZY: dict[str, str] = {
+    "Estimate": "estimate",
+    "implicit_gradient": "grad",
+    "phantom_gradient": "grad",
+    "default_tol": "krylov",
+    "gmres": "krylov",
+    "dense_jacobian": "linalg",
+    "jvp_operator": "linalg",
+    "vjp_operator": "linalg",
+    **{name: "probes" for name in ("AXES", "SCHEMA_VERSION", "AxisReport", "ProbeReport", "Thresholds", "Verdict",
+                                   "implicit_input_jacobian", "probe", "probe_record")},
+    "SolveResult": "solvers",
+    "solve": "solvers",
+    "largest_singular_value": "spectra",
+    "smallest_singular_value": "spectra",
+    "spectral_radius": "spectra",
+    "Trajectory": "trajectory",
+    "iterate": "trajectory",
+    "relative_residual": "trajectory",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"fpstab.fixedpoint.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(["RETURNS", "SOLVERS", "STARTS", "ProbeSettings", *_LAZY])

@@ -91,7 +91,7 @@ class Arnoldi:
 
     def extend(self, until: int) -> None:
         """Arnoldi steps from column `size` up to `until` (<= m), one product each."""
-        tiny = torch.finfo(self.basis.dtype).eps
+        tiny = torch.finfo(self.basis.dtype).tiny  # the smallest normal: an absolute eps would mis-scale small operators
         for j in range(self.size, min(until, self.m)):
             aw = self.apply(self.basis[:, j])
             w, coef = orthogonalize(aw, self.basis[:, : j + 1])

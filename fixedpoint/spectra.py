@@ -59,7 +59,8 @@ def spectral_radius(
         arn.extend(arn.m)
         hess = arn.hess.detach().to("cpu", torch.float64).numpy()
         theta, error = _dominant_ritz(hess)
-        if bool((error <= tol).all()) or cycle + 1 == restarts or arn.m < steps:
+        # error inf: the sample's products went non-finite, which no restart undoes
+        if bool(((error <= tol) | np.isinf(error)).all()) or cycle + 1 == restarts or arn.m < steps:
             break
         _thick_restart(arn, hess, keep=max(arn.m // 2, 1))
     value = torch.as_tensor(np.abs(theta), dtype=h.dtype, device=h.device)
@@ -152,7 +153,7 @@ def largest_singular_value(
         gk = _golub_kahan(a, at, v, steps, tol, check_every=5)
         products += 2 * gk.steps
         v = unit(torch.einsum("bk,bkn->bn", gk.right.to(gk.vs), gk.vs))
-        if bool((gk.error <= tol).all()):
+        if bool(((gk.error <= tol) | torch.isinf(gk.error)).all()):  # inf: non-finite products, for good
             break
     return Estimate.checked(gk.top.to(v0), gk.error.to(v0.device), tol, products, f"golub-kahan(k<={steps})",
                             "relative residual |A^T u - s v|/s")

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from fpstab import __version__
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("fpstab.probe_command", "probe a looped core on the three stability axes"),
-    "train": ("fpstab.train", "train a looped core on a task"),
+    "train": ("fpstab.train_command", "train a looped core on a task"),
     "eval": ("fpstab.evaluate", "evaluate a trained run across iterations and ladder levels"),
     "data": ("fpstab.data_command", "generate, cache and show task data"),
     "sweep": ("fpstab.sweep", "train, evaluate and probe every run of a grid file (resumable)"),
@@ -25,8 +25,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors (unknown flag, bad choice, unparsable number) are one line
+    naming the command, as the commands' own input errors are, instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fpstab",
         description="Fixed-point stability analysis for looped transformers.",
     )

@@ -1,15 +1,17 @@
-"""Training configuration: one frozen, validated dataclass and its presets.
+"""Training configuration: the validated dataclasses of a run and the presets.
 
 `TrainConfig` holds everything that determines a training run's numbers: the
 task, the core's shape, the data, the optimizer and schedule, the loss and the
-seeds. Runtime choices that do not change the science (device, torch.compile,
-logging cadence, output folder) are command-line options of `fpstab train`,
-recorded in the run's config.json but not part of this object.
+seeds. `Runtime` holds the options that change a run's speed or output, not
+its numbers (device, threads, torch.compile, logging cadence); the run records
+them in its config.json and `--resume` reuses them.
 
-Validation happens on construction: an unknown key or a bad value raises
-ValueError naming the key and what is allowed. Keys of the core (arch, norm,
-recall, residual, ...) are checked again by `fpstab.architectures.CoreConfig` when
-`core_config_for` builds it, so the allowed values live in one place.
+Each field's metadata (fpstab.options.Option) says what it is and what is
+allowed: it validates the field on construction (ValueError naming the key and
+what is allowed) and makes its `fpstab train` flag. The core's keys (arch,
+norm, recall, ...) are CoreConfig's: their defaults and allowed values come
+from `fpstab.architectures.config`, and CoreConfig validates them. Plain
+Python: importing this module does not import torch.
 
 Presets (`PRESETS`) are partial dicts applied over the dataclass defaults;
 explicit overrides win over the preset.
@@ -18,13 +20,18 @@ explicit overrides win over the preset.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+# architectures.config and tasks' names are plain Python: nothing here imports torch.
+from fpstab.architectures.config import CHOICES, KEY_HELP, CoreConfig
+from fpstab.devices import DEVICE_FORMS, check_device_name
+from fpstab.options import check_choice, check_options, option
+from fpstab.tasks import TASK_NAMES
+
 # Learning rate of the `paper` preset per task: the middle of the paper's sweep
-# grid (REFERENCE 1.4: {1e-4, 3e-4, 1e-3} for chess and prefix sums,
+# grid ({1e-4, 3e-4, 1e-3} for chess and prefix sums,
 # {3e-4, 1e-3, 3e-3} for sudoku).
 PAPER_LR: dict[str, float] = {"prefix_sum": 3e-4, "chess": 3e-4, "sudoku": 1e-3}
 PAPER_LR_GRID: dict[str, tuple[float, ...]] = {
@@ -37,87 +44,150 @@ GRAD_MODES: tuple[str, ...] = ("progressive", "implicit", "phantom")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 SOLVERS: tuple[str, ...] = ("anderson", "broyden", "iterate")
 
+# Partial configs; a value that is a dict keyed by task name is resolved per task.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's protocol: d 256, 8 heads, batch 500, 100
+    # epochs on 40k samples, warm-up 10 epochs, x0.1 at epochs 60 and 100.
+    "paper": {
+        "d_model": 256,
+        "n_heads": 8,
+        "batch_size": 500,
+        "epochs": 100,
+        "n_train": 40_000,
+        "n_val": 1_000,
+        "lr": PAPER_LR,
+        "warmup_epochs": 10.0,
+        "lr_milestones": (60, 100),
+        "train_iters": 30,
+    },
+    # A CPU-sized model that learns 32-bit prefix sums in minutes on 2 cores
+    # (measured: results/prefix_tiny/README.md). Found by a small search on
+    # standard_recall+outer, seed 0: d 32 with lr 1e-3..3e-3 stayed at chance
+    # (ln 2 per token) for 1000+ steps for some seeds; at d 64, lr 5e-4
+    # learned and then fell back to chance, lr 3e-4 and 2e-4 reached 97.8 %
+    # validation exact match in 5 epochs.
+    "tiny": {
+        "d_model": 64,
+        "n_heads": 4,
+        "batch_size": 32,
+        "epochs": 5,
+        "n_train": 8_000,
+        "n_val": 500,
+        "lr": 3e-4,
+        "warmup_epochs": 2.0,  # epoch 0 at 1 - e^-0.5 = 39 % of the lr, then the full lr
+        "lr_milestones": (4,),
+        "train_iters": 30,
+    },
+}
+
+# The core's keys: TrainConfig names them as CoreConfig does and takes their defaults and allowed
+# values from there; CoreConfig validates them (TrainConfig.__post_init__).
+CORE_KEYS: tuple[str, ...] = ("arch", "norm", "recall", "residual", "d_model", "n_heads", "layers_per_loop",
+                              "depth", "init_state")
+_CORE_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(CoreConfig)}
+# Training's default core is the paper's proposal (internal recall); CoreConfig's own default
+# arch is the standard-recall baseline.
+TRAIN_ARCH = "internal_recall"
+
+
+def _core(name: str, default: Any = None) -> Any:
+    """A TrainConfig field for CoreConfig key `name`: CoreConfig's help, default and allowed values
+    (its ints are >= 1); CoreConfig checks it."""
+    value = _CORE_FIELDS[name].default if default is None else default
+    low = 1 if isinstance(value, int) else None
+    return field(default=value, metadata=option(KEY_HELP[name], choices=CHOICES.get(name), low=low,
+                                                checked_by="CoreConfig"))
+
+
+def _window(text: str) -> int | str:
+    """--attn-window: 'task', 'full' or an int."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that fixes a training run's numbers. Defaults: the paper.
 
-    Core shape (passed to architectures.CoreConfig):
-        arch, norm, recall, residual, d_model, n_heads, layers_per_loop,
-        depth (blocks of the `fixed_depth` baseline), init_state,
-        attn_window: "task" (the task's default: 5 for prefix sums, full for
-        grids), "full", or an odd window size.
-    Data:
-        task; train_level (None: the ladder's training level; several levels
-        joined by '+', e.g. "easy+medium", train on an even mix); n_train
-        training samples, n_val held-out samples at the training level;
+    Each field's metadata (fpstab.options.Option) says what it is and what is
+    allowed; `fpstab train` makes one flag per field from it.
+    Core shape: the CoreConfig keys of CORE_KEYS (checked by CoreConfig),
+        and attn_window: "task" (the task's default: 5 for prefix sums, full
+        for grids), "full", or an odd window size.
+    Data: task; train_level (None: the ladder's training level; several
+        levels joined by '+', e.g. "easy+medium", train on an even mix);
         data_seed seeds the training set (val uses data_seed + 1, `fpstab
         eval` data_seed + 2), so runs with different `seed` see the same data.
-    Optimization (REFERENCE 1.4):
-        AdamW(lr, betas, eps, weight_decay) with no decay on biases and norm
-        weights; at epoch e the lr is lr * warm-up * lr_decay ** (number of
-        lr_milestones <= e), warm-up = 1 - exp(-(e + 1) / warmup_epochs) while
-        e + 1 < warmup_epochs, else 1 (the official code's exponential warm-up,
-        stepped per epoch: fpstab.train.lr_at); gradient-norm clip grad_clip
-        (0 disables).
-    Loss:
-        train_iters (m) loop iterations; grad_mode "progressive" uses the
-        progressive loss with weight alpha (see fpstab.train.progressive_depths);
-        "implicit" solves to a fixed point (solver, solver_tol, at most
-        solve_max_iter evaluations) and backpropagates by the implicit function
-        theorem; "phantom" solves likewise, then backpropagates through
-        phantom_steps damped steps (phantom_damping).
-    Numerics and seeds:
-        precision "auto" (bf16 autocast on cuda, fp32 elsewhere), "fp32" or
-        "bf16"; seed fixes initialization, data order and the loss sampler.
-    Checkpoints:
-        checkpoint_every optimizer steps (0: at the end of each epoch only);
-        val_every epochs between validation passes (0: never).
+    Optimization (the paper's protocol): AdamW(lr, betas, eps, weight_decay) with no
+        decay on biases and norm weights; at epoch e the lr is lr * warm-up *
+        lr_decay ** (number of lr_milestones <= e), warm-up = 1 - exp(-(e + 1)
+        / warmup_epochs) while e + 1 < warmup_epochs, else 1 (the official
+        code's exponential warm-up, stepped per epoch: fpstab.protocol.lr_at).
+    Loss: grad_mode "progressive" uses the progressive loss with weight alpha
+        (fpstab.protocol.progressive_depths); "implicit" solves to a fixed
+        point and backpropagates by the implicit function theorem; "phantom"
+        solves likewise, then backpropagates through phantom_steps damped steps.
     """
 
-    preset: str | None = None
-    task: str = "prefix_sum"
+    preset: str | None = field(default=None, metadata=option(
+        "preset the config started from (paper: the paper's protocol; tiny: a CPU model)",
+        choices=(None, *PRESETS)))
+    task: str = field(default="prefix_sum", metadata=option("task to train on", choices=TASK_NAMES))
     # core
-    arch: str = "internal_recall"
-    norm: str = "outer"
-    recall: str = "linear"
-    residual: str = "add"
-    d_model: int = 256
-    n_heads: int = 8
-    layers_per_loop: int = 1
-    depth: int = 15
-    init_state: str = "embedding"
-    attn_window: str | int = "task"
+    arch: str = _core("arch", default=TRAIN_ARCH)
+    norm: str = _core("norm")
+    recall: str = _core("recall")
+    residual: str = _core("residual")
+    d_model: int = _core("d_model")
+    n_heads: int = _core("n_heads")
+    layers_per_loop: int = _core("layers_per_loop")
+    depth: int = _core("depth")
+    init_state: str = _core("init_state")
+    attn_window: str | int = field(default="task", metadata=option(
+        "'task' (the task's default), 'full', or an odd window size", parse=_window, checked_by="__post_init__"))
     # data
-    train_level: str | None = None
-    n_train: int = 40_000
-    n_val: int = 1_000
-    data_seed: int = 0
+    train_level: str | None = field(default=None, metadata=option(
+        "ladder level to train on; levels joined by '+' train on an even mix", checked_by="__post_init__",
+        default_text="the ladder's training level"))
+    n_train: int = field(default=40_000, metadata=option("training samples", low=1))
+    n_val: int = field(default=1_000, metadata=option("held-out samples at the training level", low=0))
+    data_seed: int = field(default=0, metadata=option("seed of the training data (val: +1, eval: +2)", low=0))
     # optimization
-    batch_size: int = 500
-    epochs: int = 100
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_epochs: float = 10.0
-    lr_milestones: tuple[int, ...] = (60, 100)
-    lr_decay: float = 0.1
-    grad_clip: float = 1.0
+    batch_size: int = field(default=500, metadata=option("samples per optimizer step (at most n_train)", low=1))
+    epochs: int = field(default=100, metadata=option("passes over the training set", low=1))
+    lr: float = field(default=3e-4, metadata=option("peak learning rate", low=0.0, low_open=True))
+    weight_decay: float = field(default=0.01, metadata=option("AdamW weight decay (matrices only)", low=0.0))
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=option(
+        "AdamW betas, two numbers in [0, 1)", checked_by="__post_init__"))
+    eps: float = field(default=1e-8, metadata=option("AdamW eps", low=0.0, low_open=True))
+    warmup_epochs: float = field(default=10.0, metadata=option(
+        "exponential warm-up period W in epochs (epoch e at 1 - exp(-(e+1)/W) while e+1 < W; <= 1: none)", low=0.0))
+    lr_milestones: tuple[int, ...] = field(default=(60, 100), metadata=option(
+        "increasing epochs at which the lr is multiplied by lr_decay", checked_by="__post_init__"))
+    lr_decay: float = field(default=0.1, metadata=option("lr factor at each milestone", low=0.0, high=1.0,
+                                                          low_open=True))
+    grad_clip: float = field(default=1.0, metadata=option("gradient-norm clip (0: none)", low=0.0))
     # loss
-    train_iters: int = 30
-    alpha: float = 1.0
-    grad_mode: str = "progressive"
-    solver: str = "anderson"
-    solver_tol: float = 1e-3
-    solve_max_iter: int = 30
-    phantom_steps: int = 5
-    phantom_damping: float = 1.0
+    train_iters: int = field(default=30, metadata=option("m: loop iterations in training", low=1))
+    alpha: float = field(default=1.0, metadata=option("progressive-loss weight (1: progressive only)",
+                                                      low=0.0, high=1.0))
+    grad_mode: str = field(default="progressive", metadata=option("how gradients are taken", choices=GRAD_MODES))
+    solver: str = field(default="anderson", metadata=option("fixed-point solver of the implicit and phantom modes",
+                                                            choices=SOLVERS))
+    solver_tol: float = field(default=1e-3, metadata=option("solver tolerance", low=0.0, low_open=True))
+    solve_max_iter: int = field(default=30, metadata=option("solver's most map evaluations", low=1))
+    phantom_steps: int = field(default=5, metadata=option("damped steps backpropagated by phantom", low=1))
+    phantom_damping: float = field(default=1.0, metadata=option("damping of the phantom steps", low=0.0, high=1.0,
+                                                                low_open=True))
     # numerics, seeds, cadence
-    precision: str = "auto"
-    seed: int = 0
-    checkpoint_every: int = 0
-    val_every: int = 1
+    precision: str = field(default="auto", metadata=option("auto: bf16 autocast on cuda, fp32 elsewhere",
+                                                           choices=PRECISIONS))
+    seed: int = field(default=0, metadata=option("seed of initialization, data order and the loss sampler", low=0))
+    checkpoint_every: int = field(default=0, metadata=option(
+        "also checkpoint every N optimizer steps (0: at the end of each epoch only)", low=0))
+    val_every: int = field(default=1, metadata=option("validate every N epochs (0: never)", low=0))
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists; store tuples.
@@ -125,17 +195,7 @@ class TrainConfig:
         object.__setattr__(
             self, "lr_milestones", tuple(_as_int("lr_milestones", m) for m in _as_seq("lr_milestones", self.lr_milestones))
         )
-        _check_choice("preset", self.preset, (None, *PRESETS))
-        for key in ("task", "arch", "norm", "recall", "residual", "init_state"):
-            if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise ValueError(f"{key}={getattr(self, key)!r} must be a non-empty string")
-        for key in ("d_model", "n_heads", "layers_per_loop", "depth", "n_train", "n_val",
-                    "batch_size", "epochs", "train_iters", "solve_max_iter", "phantom_steps"):
-            _check_int(key, getattr(self, key), low=1 if key != "n_val" else 0)
-        for key in ("data_seed", "seed", "checkpoint_every", "val_every"):
-            _check_int(key, getattr(self, key), low=0)
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        check_options(self)
         if self.attn_window not in ("task", "full"):
             if isinstance(self.attn_window, bool) or not isinstance(self.attn_window, int) or self.attn_window < 1 or self.attn_window % 2 == 0:
                 raise ValueError(f"attn_window={self.attn_window!r} must be 'task', 'full' or an odd positive int")
@@ -145,22 +205,19 @@ class TrainConfig:
             object.__setattr__(self, "train_level", str(self.train_level))  # ladder levels are strings
         if self.batch_size > self.n_train:
             raise ValueError(f"batch_size={self.batch_size} exceeds n_train={self.n_train}")
-        _check_float("lr", self.lr, low=0.0, low_open=True)
-        _check_float("weight_decay", self.weight_decay, low=0.0)
-        _check_float("eps", self.eps, low=0.0, low_open=True)
-        _check_float("warmup_epochs", self.warmup_epochs, low=0.0)
-        _check_float("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True)
-        _check_float("grad_clip", self.grad_clip, low=0.0)
-        _check_float("alpha", self.alpha, low=0.0, high=1.0)
-        _check_float("solver_tol", self.solver_tol, low=0.0, low_open=True)
-        _check_float("phantom_damping", self.phantom_damping, low=0.0, high=1.0, low_open=True)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas={self.betas!r} must be two floats in [0, 1)")
         if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(m < 1 for m in self.lr_milestones):
             raise ValueError(f"lr_milestones={self.lr_milestones!r} must be increasing positive epochs")
-        _check_choice("grad_mode", self.grad_mode, GRAD_MODES)
-        _check_choice("solver", self.solver, SOLVERS)
-        _check_choice("precision", self.precision, PRECISIONS)
+        self.core_config(in_dim=1, out_dim=1, grid=None, task_window=None)  # CoreConfig checks the core keys
+
+    def core_config(self, in_dim: int, out_dim: int, grid: tuple[int, ...] | None,
+                    task_window: int | None) -> CoreConfig:
+        """The CoreConfig of this config's core for a task's dimensions, token grid (None: a
+        sequence) and default attention window. Raises ValueError (from CoreConfig)."""
+        window = task_window if self.attn_window == "task" else (None if self.attn_window == "full" else self.attn_window)
+        core = {key: getattr(self, key) for key in CORE_KEYS}
+        return CoreConfig(**core, in_dim=in_dim, out_dim=out_dim, grid=grid, attn_window=window, init_seed=self.seed)
 
     # ---- conversion -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -195,41 +252,55 @@ class TrainConfig:
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
-# Partial configs; a value that is a dict keyed by task name is resolved per task.
-PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's protocol (REFERENCE 1.4): d 256, 8 heads, batch 500, 100
-    # epochs on 40k samples, warm-up 10 epochs, x0.1 at epochs 60 and 100.
-    "paper": {
-        "d_model": 256,
-        "n_heads": 8,
-        "batch_size": 500,
-        "epochs": 100,
-        "n_train": 40_000,
-        "n_val": 1_000,
-        "lr": PAPER_LR,
-        "warmup_epochs": 10.0,
-        "lr_milestones": (60, 100),
-        "train_iters": 30,
-    },
-    # A CPU-sized model that learns 32-bit prefix sums in minutes on 2 cores
-    # (measured: results/prefix_tiny/README.md). Found by a small search on
-    # standard_recall+outer, seed 0: d 32 with lr 1e-3..3e-3 stayed at chance
-    # (ln 2 per token) for 1000+ steps for some seeds; at d 64, lr 5e-4
-    # learned and then fell back to chance, lr 3e-4 and 2e-4 reached 97.8 %
-    # validation exact match in 5 epochs.
-    "tiny": {
-        "d_model": 64,
-        "n_heads": 4,
-        "batch_size": 32,
-        "epochs": 5,
-        "n_train": 8_000,
-        "n_val": 500,
-        "lr": 3e-4,
-        "warmup_epochs": 2.0,  # epoch 0 at 1 - e^-0.5 = 39 % of the lr, then the full lr
-        "lr_milestones": (4,),
-        "train_iters": 30,
-    },
-}
+
+def preset_note(key: str) -> str:
+    """What the presets set `key` to, where it differs from the default (for --help)."""
+    default = getattr(TrainConfig, key, None)
+    notes = []
+    for name, values in PRESETS.items():
+        if key in values and values[key] != default:
+            v = values[key]
+            shown = ", ".join(f"{t} {x:g}" for t, x in v.items()) if isinstance(v, dict) else (
+                " ".join(map(str, v)) if isinstance(v, tuple) else str(v))
+            notes.append(f"{name}: {shown}")
+    return ("preset " + "; ".join(notes)) if notes else ""
+
+
+# Options of a run that change its speed or its output, not its numbers. The persisted ones are
+# recorded in the run's config.json ("runtime") and reused by --resume unless given again.
+PERSISTED_RUNTIME: tuple[str, ...] = ("device", "threads", "compile", "activation_checkpointing", "log_every",
+                                      "print_every", "data_cache")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Options that do not change a run's numbers (kept out of TrainConfig)."""
+
+    # None: the command picks (fpstab.devices.default_device) once torch is loaded.
+    device: str | None = field(default="cpu", metadata=option(
+        f"torch device: {DEVICE_FORMS}", checked_by="__post_init__", default_text="cuda if torch sees one, else cpu"))
+    threads: int = field(default=1, metadata=option(
+        "CPU threads for torch (1 is fastest on a busy machine, where more threads contend)", low=1))
+    compile: bool = field(default=False, metadata=option("torch.compile the loop step"))
+    activation_checkpointing: bool = field(default=False, metadata=option(
+        "keep only each iteration's input state for backward and recompute the step (same gradients; "
+        "~1/30 of the activation memory for one more forward per step)"))
+    log_every: int = field(default=10, metadata=option("optimizer steps per metrics.jsonl train record", low=1))
+    print_every: float = field(default=10.0, metadata=option("seconds between progress lines", low=0.0))
+    data_cache: str | None = field(default=None, metadata=option(
+        "cache folder for generated task data", default_text="$FPSTAB_CACHE or ~/.cache/fpstab"))
+    quiet: bool = field(default=False, metadata=option("no progress lines"))
+    stop_after_steps: int | None = field(default=None, metadata=option(
+        "testing: stop abruptly after N steps, saving nothing (as a kill would)", low=1))
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        if self.device is not None:
+            check_device_name(self.device)
+
+    def persisted(self) -> dict[str, Any]:
+        """The options config.json records and --resume reuses."""
+        return {key: getattr(self, key) for key in PERSISTED_RUNTIME}
 
 
 def resolve_config(preset: str | None, overrides: Mapping[str, Any]) -> TrainConfig:
@@ -237,7 +308,7 @@ def resolve_config(preset: str | None, overrides: Mapping[str, Any]) -> TrainCon
 
     Raises ValueError for an unknown preset or key, or a bad value.
     """
-    _check_choice("preset", preset, (None, *PRESETS))
+    check_choice("preset", preset, (None, *PRESETS))
     explicit = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(explicit) - set(FIELDS))
     if unknown:
@@ -266,38 +337,20 @@ def config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[A
 
 def resolve_precision(precision: str, device_type: str) -> str:
     """'auto' -> 'bf16' on cuda, 'fp32' elsewhere; other values pass through."""
-    _check_choice("precision", precision, PRECISIONS)
+    check_choice("precision", precision, PRECISIONS)
     if precision == "auto":
         return "bf16" if device_type == "cuda" else "fp32"
     return precision
 
 
-def core_config_for(cfg: TrainConfig, task: Any) -> Any:
+def core_config_for(cfg: TrainConfig, task: Any) -> CoreConfig:
     """The architectures.CoreConfig that `cfg` describes for `task`.
 
     task: a tasks object (in_dim, out_dim, attn_window, ladder(), grid(level)).
-    Raises ValueError (from CoreConfig) for a bad arch/norm/recall/residual.
+    Raises ValueError (from CoreConfig), e.g. for a head size the task's grid cannot rotate.
     """
-    from fpstab.architectures import CoreConfig
-
     level = train_level_for(cfg, task)
-    window = task.attn_window if cfg.attn_window == "task" else (None if cfg.attn_window == "full" else cfg.attn_window)
-    return CoreConfig(
-        arch=cfg.arch,
-        norm=cfg.norm,
-        recall=cfg.recall,
-        residual=cfg.residual,
-        d_model=cfg.d_model,
-        n_heads=cfg.n_heads,
-        in_dim=task.in_dim,
-        out_dim=task.out_dim,
-        layers_per_loop=cfg.layers_per_loop,
-        depth=cfg.depth,
-        grid=_grid_for_core(task.grid(level)),
-        attn_window=window,
-        init_state=cfg.init_state,
-        init_seed=cfg.seed,
-    )
+    return cfg.core_config(task.in_dim, task.out_dim, _grid_for_core(task.grid(level)), task.attn_window)
 
 
 def _grid_for_core(grid: Any) -> Any:
@@ -317,17 +370,7 @@ def train_level_for(cfg: TrainConfig, task: Any) -> Any:
         raise ValueError(f"train_level={level!r}: {err}") from None
 
 
-# ---- validation helpers -------------------------------------------------
-def _check_choice(key: str, value: Any, allowed: tuple[Any, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{key}={value!r} is not one of {list(allowed)}")
-
-
-def _check_int(key: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{key}={value!r} must be an int >= {low}")
-
-
+# ---- conversion helpers -------------------------------------------------
 def _as_int(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{key} items must be ints, got {value!r}")
@@ -338,14 +381,3 @@ def _as_seq(key: str, value: Any) -> tuple[Any, ...]:
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"{key}={value!r} must be a list of numbers")
     return tuple(value)
-
-
-def _check_float(key: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{key}={value!r} must be a finite number")
-    if low is not None and (value < low or (low_open and value == low)):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ValueError(f"{key}={value!r} must be {bound}" + (f" and <= {high}" if high is not None else ""))
-    if high is not None and value > high:
-        raise ValueError(f"{key}={value!r} must be <= {high}")

@@ -27,3 +27,10 @@ def resolve_device(name: str, option: str = "--device") -> Any:
         if index >= torch.cuda.device_count():
             raise ValueError(f"{option} {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(name)
+
+
+def default_device() -> str:
+    """The commands' --device when none is given: 'cuda' when torch sees a CUDA device, else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

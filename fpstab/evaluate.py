@@ -33,17 +33,17 @@ import torch
 from torch import Tensor, nn
 
 from fpstab import __version__
-from fpstab.devices import check_device_name, resolve_device
+from fpstab.devices import check_device_name, default_device, resolve_device
 from fpstab.runs import (
     EVAL_FILE,
-    STATUS_FILE,
     PLOTS_DIR,
     atomic_write_json,
     checkpoint_path_of,
     load_checkpoint,
     load_run,
-    read_status,
     run_dir_of,
+    run_state,
+    run_state_note,
 )
 
 from fpstab.reports.run_files import EVAL_SCHEMA, EVAL_SCHEMA_VERSION
@@ -212,7 +212,10 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
     dev = resolve_device(device)
     core, _, cfg, task_name = load_run(run_dir, device=dev, checkpoint=ckpt_path)
     ckpt_step = int(load_checkpoint(ckpt_path)["step"])
-    run_state = _run_state(run_dir, ckpt_step, say)
+    state = run_state(run_dir)
+    note = run_state_note(state, ckpt_step, "evaluating")
+    if note:
+        say(f"[eval] note: {note}")
     task = get_task(task_name)
     ladder = task.ladder()
     levels = parse_levels([str(lv) for lv in levels] if levels else None, ladder)
@@ -228,7 +231,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
         "run_dir": str(run_dir),
         "checkpoint": str(ckpt_path),
         "checkpoint_step": ckpt_step,
-        "run_state": run_state,
+        "run_state": state,
         "task": task_name,
         "arch": cfg.arch,
         "norm": cfg.norm,
@@ -336,20 +339,6 @@ def check_eval_options(iters: int, samples: int, batch_size: int, halt_tol: floa
         raise ValueError(f"--solver {solver!r}: allowed: anderson, broyden, iterate, none")
 
 
-def _run_state(run_dir: Path, ckpt_step: int, say: Any) -> dict[str, Any]:
-    """The run's status.json state, recorded in eval.json; a diverged run is said to be one."""
-    status = read_status(run_dir) if (run_dir / STATUS_FILE).is_file() else {}
-    state = {"state": status.get("state", "unknown"), "step": status.get("step"),
-             "reason": status.get("reason")}
-    if state["state"] == "diverged":
-        say(f"[eval] note: this run diverged at step {state['step']} ({state['reason']}); evaluating its last "
-            f"finite checkpoint, step {ckpt_step}")
-    elif state["state"] in ("running", "interrupted"):
-        say(f"[eval] note: this run's training is {state['state']} (step {state['step']}); evaluating its "
-            f"checkpoint at step {ckpt_step}")
-    return state
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `fpstab eval`."""
     parser.add_argument("run", type=Path, help="run directory (or a checkpoint file inside one)")
@@ -383,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
     check_eval_options(iters=args.iters, samples=args.samples, batch_size=args.batch_size, halt_tol=args.halt_tol,
                        solver=None if args.solver == "none" else args.solver, solver_max_iter=args.solver_max_iter,
                        solver_tol=args.solver_tol, data_seed=args.data_seed)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     evaluate_run(args.run, levels=args.levels, iters=args.iters, samples=args.samples,

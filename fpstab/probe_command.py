@@ -10,15 +10,26 @@ core's training level and at every `--level` given. A trained core is probed
 on held-out inputs: data seed = the run's data_seed + 3 (training uses
 data_seed, validation + 1, evaluation + 2); a fresh core on data seed
 `--seed`. Every level's probe goes into one record.
+
+The arguments are checked before torch loads (bad input is refused in a
+fraction of a second, and a --json path that cannot be written before the
+probe runs). A run that diverged is probed as it is: the record names its
+state and the checkpoint's step, and weights holding NaN or inf give
+non-finite figures and failing verdicts, not a crash.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from fpstab.devices import DEVICE_FORMS, check_device_name, resolve_device
+from fpstab.outputs import check_output_file
 
 CORE_KEYS = ("arch", "norm", "recall", "residual", "d_model", "n_heads", "layers_per_loop", "preset")
 DTYPES = ("float32", "float64")
@@ -29,6 +40,7 @@ SETTING_FLAGS = ("iters", "tol", "solver", "solver_iters", "fd_eps", "grad_steps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Plain-Python names only (no torch): the command line is checked before torch loads.
     from fpstab.architectures import ARCHS, NORMS, RECALLS, RESIDUALS
     from fpstab.fixedpoint import SOLVERS, ProbeSettings
     from fpstab.tasks import TASK_NAMES
@@ -54,12 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=8, help="inputs probed per level (default: 8)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the fresh core, its inputs and the probe's directions (default: 0)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="cpu", help=f"torch device: {DEVICE_FORMS} (default: cpu)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="probe precision (default: float32)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: 1 on cpu, where the probe's small tensors "
                         "gain nothing from more and contend on a busy machine)")
-    parser.add_argument("--json", type=Path, help="write the probe record (JSON, schema fpstab.probe/2) here")
+    parser.add_argument("--json", type=Path, help="write the probe record (JSON, schema fpstab.probe/2) to this "
+                        "file; its folder must exist")
     knobs = parser.add_argument_group("probe settings (cost against convergence)")
     knobs.add_argument("--iters", type=int, default=d.iters, help=f"iterations T of the loop (default: {d.iters})")
     knobs.add_argument("--tol", type=float, default=d.tol, help=f"relative residual of a fixed point (default: {d.tol})")
@@ -83,15 +96,26 @@ def settings_from(args: argparse.Namespace) -> Any:
     """ProbeSettings from the flags; its errors name the flag, not the field."""
     from fpstab.fixedpoint import ProbeSettings
 
-    try:
+    with flags_named(SETTING_FLAGS + ("seed",)):
         return ProbeSettings(**{k: getattr(args, k) for k in SETTING_FLAGS}, seed=args.seed)
+
+
+@contextlib.contextmanager
+def flags_named(keys: tuple[str, ...]) -> Iterator[None]:
+    """Re-raise a ValueError whose message says `key=value` (or `Class.key=value`) for one of `keys`
+    as `--key-name value`."""
+    try:
+        yield
     except ValueError as err:
-        message = re.sub(r"\b([a-z_]+)=", lambda m: f"--{m.group(1).replace('_', '-')} "
-                         if m.group(1) in SETTING_FLAGS else m.group(0), str(err))
+        message = re.sub(r"\b(?:[A-Za-z]+\.)?([a-z_]+)=", lambda m: f"--{m.group(1).replace('_', '-')} "
+                         if m.group(1) in keys else m.group(0), str(err))
         raise ValueError(message) from None
 
 
-def _check(args: argparse.Namespace) -> None:
+def check_arguments(args: argparse.Namespace) -> Any:
+    """Every check that needs no torch; the ProbeSettings of the flags. ValueError (or
+    FileNotFoundError) naming the option and what is allowed."""
+    check_device_name(args.device)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads {args.threads}: must be >= 1")
     if args.samples < 2:
@@ -100,33 +124,44 @@ def _check(args: argparse.Namespace) -> None:
     if args.checkpoint is not None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags} cannot be combined with --checkpoint: a trained core keeps its own architecture")
+    if args.checkpoint is not None and not args.checkpoint.exists():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such run directory or checkpoint file")
+    if args.checkpoint is None:
+        fresh_config(args)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    return settings_from(args)
 
 
-def build(args: argparse.Namespace) -> tuple[Any, Any, str, int, dict[str, Any]]:
+def fresh_config(args: argparse.Namespace) -> Any:
+    """The TrainConfig a fresh core is built from: the preset (default tiny) and the core flags."""
+    from fpstab.config import resolve_config
+
+    overrides = {k: getattr(args, k) for k in CORE_KEYS if k != "preset"}
+    overrides["task"] = args.task or "prefix_sum"
+    overrides["seed"] = args.seed
+    with flags_named(CORE_KEYS + ("task", "seed")):
+        return resolve_config(args.preset or "tiny", overrides)
+
+
+def build(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str, int, dict[str, Any]]:
     """(core, task, training level, data seed of the probe's inputs, description)."""
     import torch
     from fpstab.architectures import build_core
     from fpstab.tasks import get_task
 
-    from fpstab.config import core_config_for, resolve_config
+    from fpstab.config import core_config_for
 
     if args.checkpoint is not None:
-        from fpstab.runs import load_run
-
-        core, core_cfg, train_cfg, task_name = load_run(args.checkpoint, device=args.device)
-        if args.task is not None and args.task != task_name:
-            raise ValueError(f"--task {args.task}: the checkpoint was trained on {task_name!r}")
+        core, core_cfg, train_cfg, task_name, run_fields = trained(args, device)
         source, data_seed = str(args.checkpoint), train_cfg.data_seed + HELD_OUT_OFFSET
     else:
-        overrides = {k: getattr(args, k) for k in CORE_KEYS if k != "preset"}
-        overrides["task"] = args.task or "prefix_sum"
-        overrides["seed"] = args.seed
-        train_cfg = resolve_config(args.preset or "tiny", overrides)
+        train_cfg = fresh_config(args)
         task_name = train_cfg.task
         core_cfg = core_config_for(train_cfg, get_task(task_name))
         torch.manual_seed(args.seed)
-        core = build_core(core_cfg).to(args.device).eval()
-        source, data_seed = f"fresh core (preset {train_cfg.preset}, seed {args.seed})", args.seed
+        core = build_core(core_cfg).to(device).eval()
+        source, data_seed, run_fields = f"fresh core (preset {train_cfg.preset}, seed {args.seed})", args.seed, {}
     task = get_task(task_name)
     describe = {
         "source": source,
@@ -137,10 +172,44 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str, int, dict[str, Any]]
         "residual": core_cfg.residual,
         "d_model": core_cfg.d_model,
         "n_heads": core_cfg.n_heads,
+        **run_fields,
     }
     # The training level as the run stored it (a composite such as "easy+medium" included): task.make checks it.
     level = train_cfg.train_level if train_cfg.train_level is not None else task.ladder().train
     return core, task, str(level), data_seed, describe
+
+
+def trained(args: argparse.Namespace, device: Any) -> tuple[Any, Any, Any, str, dict[str, Any]]:
+    """(core, core config, train config, task, what the record says of the run) from --checkpoint.
+
+    A diverged or unfinished run is probed as it is, with a note on stderr; its
+    state, the checkpoint's step and whether every weight is finite go into the record.
+    """
+    from fpstab.runs import checkpoint_path_of, load_checkpoint, load_run, run_dir_of, run_state, run_state_note
+
+    path = checkpoint_path_of(args.checkpoint)
+    core, core_cfg, train_cfg, task_name = load_run(args.checkpoint, device=device, checkpoint=path)
+    if args.task is not None and args.task != task_name:
+        raise ValueError(f"--task {args.task}: the checkpoint was trained on {task_name!r}")
+    step = int(load_checkpoint(path)["step"])
+    state = run_state(run_dir_of(args.checkpoint))
+    bad = nonfinite_tensors(core)
+    notes = [run_state_note(state, step, "probing")]
+    if bad:
+        notes.append(f"{len(bad)} weight tensor(s) of this checkpoint hold NaN or inf ({', '.join(bad[:3])}"
+                     f"{', ...' if len(bad) > 3 else ''}): the probe reports the map as it is")
+    for note in filter(None, notes):
+        print(f"[probe] note: {note}", file=sys.stderr)
+    fields = {"checkpoint_step": step, "run_state": state["state"], "weights_finite": not bad}
+    return core, core_cfg, train_cfg, task_name, fields
+
+
+def nonfinite_tensors(core: Any) -> list[str]:
+    """Names of the core's floating-point parameters and buffers holding NaN or inf."""
+    import torch
+
+    return [name for name, t in core.state_dict().items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def levels_to_probe(train_level: str, extra: list[str], task: Any) -> list[str]:
@@ -154,18 +223,18 @@ def levels_to_probe(train_level: str, extra: list[str], task: Any) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = check_arguments(args)
     import torch
     from fpstab.fixedpoint import probe, probe_record
     from fpstab.reports.probe_table import format_probe_record
 
     from fpstab.runs import atomic_write_json
 
-    _check(args)
-    settings = settings_from(args)
-    threads = args.threads if args.threads is not None else (1 if args.device == "cpu" else None)
+    device = resolve_device(args.device)
+    threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else None)
     if threads is not None:
         torch.set_num_threads(threads)
-    core, task, train_level, data_seed, describe = build(args)
+    core, task, train_level, data_seed, describe = build(args, device)
     if not getattr(core, "looped", True):
         raise ValueError(f"arch {describe['arch']!r} is a one-pass baseline, not a looped map: there is no "
                          "fixed point to probe; choose a looped arch (no_recall, standard_recall, "
@@ -178,13 +247,12 @@ def run(args: argparse.Namespace) -> int:
         batch = task.make(level, args.samples, seed=data_seed)
         inputs = {"task": describe["task"], "level": level, "training_level": level == train_level,
                   "data_seed": data_seed, "held_out": args.checkpoint is not None}
-        x = batch.inputs.to(device=args.device, dtype=dtype)
-        reports.append(probe(core, x, batch.targets.to(args.device), settings=settings, describe=describe,
+        x = batch.inputs.to(device=device, dtype=dtype)
+        reports.append(probe(core, x, batch.targets.to(device), settings=settings, describe=describe,
                              inputs=inputs))
     record = probe_record(reports)
     print(format_probe_record(record))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.json, record)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

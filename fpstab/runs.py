@@ -134,6 +134,23 @@ def read_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return read_json(Path(run_dir) / STATUS_FILE)
 
 
+def run_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """{"state", "step", "reason"} from status.json; state "unknown" where the run has none."""
+    status = read_status(run_dir) if (Path(run_dir) / STATUS_FILE).is_file() else {}
+    return {"state": status.get("state", "unknown"), "step": status.get("step"), "reason": status.get("reason")}
+
+
+def run_state_note(state: Mapping[str, Any], checkpoint_step: int, doing: str) -> str | None:
+    """What a reader of a diverged or unfinished run's results must know: which checkpoint
+    `doing` ("evaluating", "probing") used. None for a completed run."""
+    if state["state"] == "diverged":
+        return (f"this run diverged at step {state['step']} ({state['reason']}); {doing} its last "
+                f"saved checkpoint, step {checkpoint_step}")
+    if state["state"] in ("running", "interrupted"):
+        return f"this run's training is {state['state']} (step {state['step']}); {doing} its checkpoint at step {checkpoint_step}"
+    return None
+
+
 class MetricsLog:
     """Append-only JSON-lines file, flushed after every record.
 

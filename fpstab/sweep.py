@@ -209,6 +209,15 @@ class Runner:
                 if stage == "train" and proc.poll() is None:
                     proc.send_signal(signal.SIGINT)
 
+    def interrupt(self) -> None:
+        """Stop now: as `stop()`, and evaluations and probes in progress get SIGINT too (they are
+        redone from the start on the next sweep; nothing half-written is kept, records are atomic)."""
+        self.stopped.set()
+        with self._lock:
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+
     def run(self, spec: RunSpec) -> dict[str, Any]:
         """All stages of one run; returns (and writes) its RUN/sweep.json record."""
         run_dir = self.out / spec.name
@@ -369,13 +378,19 @@ def sweep(grid: Grid, out: str | Path, opts: SweepOptions, quiet: bool = False) 
     if timer is not None:
         timer.daemon = True
         timer.start()
+    pool = ThreadPoolExecutor(max_workers=opts.jobs)
     try:
-        with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
-            records = list(pool.map(runner.run, runs))
+        futures = [pool.submit(runner.run, spec) for spec in runs]
+        records = [f.result() for f in futures]
     except KeyboardInterrupt:
-        runner.stop()
+        # Ctrl-C or SIGTERM (a scheduler's time limit): runs not started never start, running
+        # stages are interrupted (trainings checkpoint), and their records are written before we exit.
+        say("[sweep] interrupted: stopping the running stages (trainings checkpoint); rerun to go on")
+        runner.interrupt()
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
+        pool.shutdown(wait=False)
         if timer is not None:
             timer.cancel()
     states = [r["state"] for r in records]
@@ -436,4 +451,16 @@ def run(args: argparse.Namespace) -> int:
         for spec in shard_runs(grid.runs, shard, only):
             print(f"{spec.index:>3} {spec.name}: eval {list(spec.eval_levels)}, probe {list(spec.probe_levels)}")
         return EXIT_OK
-    return sweep(grid, args.out, opts, quiet=args.quiet)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return sweep(grid, args.out, opts, quiet=args.quiet)
+    except KeyboardInterrupt:
+        return EXIT_STOPPED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (e.g. a scheduler's time limit) stops the sweep as Ctrl-C does."""
+    raise KeyboardInterrupt

@@ -274,7 +274,7 @@ def _protocol(members: Sequence[RunRecord]) -> str:
     level = t.get("train_level") or members[0].config.get("train_level") or "(ladder default)"
     iters = sorted({r.eval.get("iters") for r in members if r.eval})
     n = sorted({lv.get("n_samples") for r in members for lv in (r.eval or {}).get("levels", [])})
-    evaluated = (f"evaluated to T = {iters[-1]} iterations (one-pass baselines at 1) on {n} samples per level"
+    evaluated = (f"evaluated to T = {iters[-1]} iterations (one-pass baselines at 1) on {' or '.join(map(str, n))} samples per level"
                  if iters else "not evaluated")
     return (f"Trained on level {level}, d_model {t.get('d_model')}, {t.get('n_heads')} heads, {t.get('epochs')} "
             f"epochs of {t.get('n_train')} at batch {t.get('batch_size')}, {t.get('train_iters')} training iterations; "

@@ -21,8 +21,10 @@ the Lichess CSV in `fpstab.tasks.lichess`).
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
-from fpstab.tasks.base import LEVEL_SEP, Ladder, Provenance, Task, TaskBatch
+if TYPE_CHECKING:
+    from fpstab.tasks.base import LEVEL_SEP, Ladder, Provenance, Task, TaskBatch
 
 TASK_NAMES: tuple[str, ...] = ("prefix_sum", "sudoku", "chess")
 
@@ -40,6 +42,19 @@ def get_task(name: str) -> Task:
         raise ValueError(f"unknown task {name!r}; allowed: {', '.join(TASK_NAMES)}")
     module, cls = _REGISTRY[name]
     return getattr(importlib.import_module(module), cls)()
+
+
+# fpstab.tasks.base imports torch; it loads on first use, so the task names can be read (and a
+# command line checked) without it.
+_BASE_NAMES = ("LEVEL_SEP", "Ladder", "Provenance", "Task", "TaskBatch")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BASE_NAMES:
+        from fpstab.tasks import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["LEVEL_SEP", "TASK_NAMES", "Ladder", "Provenance", "Task", "TaskBatch", "get_task"]

@@ -129,7 +129,7 @@ def test_looped_flags():
     assert {a for a in ARCHS if not make(arch=a).looped} == {"fixed_depth", "single_attn"}
 
 
-# The DESIGN.md equations, written out by hand over the core's own modules.
+# The equations of architectures/core.py's docstring, written out by hand over the core's own modules.
 def unit(x):
     return x / x.pow(2).mean(-1, keepdim=True).add(torch.finfo(x.dtype).eps).sqrt()
 
@@ -427,7 +427,7 @@ def test_parameter_counts_follow_the_layer_formula():
     assert counts["internal_recall-outer-linear-gru"] == io + attn + mlp + 2 * lin(d, d) + 2 * lin(d, 3 * d)
     assert counts["fixed_depth-outer-linear-add"] == io + 15 * (attn + mlp)
     assert counts["fully_looped-outer-linear-add"] == counts["no_recall-inner-linear-add"]
-    assert 0.9e6 < counts["standard_recall-outer-linear-add"] < 1.1e6  # REFERENCE 1.2: about 1.0M looped
+    assert 0.9e6 < counts["standard_recall-outer-linear-add"] < 1.1e6  # the official code's looped model: about 1.0M
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def test_training_step_runs_fused_attention(layout: dict, n: int) -> None:
     backend; a JVP of the same step does."""
     from fpstab.config import TrainConfig
     from fpstab.tasks import get_task
-    from fpstab.train import make_optimizer, train_step
+    from fpstab.protocol import make_optimizer, train_step
 
     torch.manual_seed(0)
     core = build_core(CoreConfig(d_model=16, n_heads=2, in_dim=2, out_dim=2, **layout))

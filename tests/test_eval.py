@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from fpstab.cli import main as cli_main
-from fpstab.config import resolve_config
+from fpstab.config import Runtime, resolve_config
 from fpstab.evaluate import EVAL_SCHEMA_VERSION, evaluate_run, halting_from_trajectory
 from fpstab.runs import load_run
-from fpstab.train import Runtime, train
+from fpstab.train import train
 from fpstab.reports.records import check_eval_record
 
 LEVEL_KEYS = {"level", "grid", "n_samples", "data_seed", "accuracy", "token_accuracy", "residual_median",

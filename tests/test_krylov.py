@@ -85,6 +85,32 @@ def test_spectral_radius_matches_dense(seed: int, rho: float, nonnormal: float) 
     assert torch.allclose(est.value, dense_rho(mats), rtol=1e-6)
 
 
+@pytest.mark.parametrize("c", [2e-5, 2e-3, 0.2])
+def test_rho_of_a_small_operator_computed_with_cancellation(c: float) -> None:
+    """J v = -2 v + (2 - c) v = c v: the Krylov space is one-dimensional and the rest is rounding
+    noise, far below eps in absolute size; normalizing it by an absolute floor corrupts the basis."""
+    rho = spectral_radius(lambda h: -2.0 * h + (2.0 - c) * h, torch.zeros(2, 12, dtype=torch.float64))
+    assert rho.converged.all()
+    assert torch.allclose(rho.value, torch.full((2,), c, dtype=torch.float64), rtol=1e-9)
+
+
+@settings(max_examples=8)
+@given(seed=seeds, scale=st.sampled_from([1e-8, 1e-5, 1e-3, 1.0, 1e4]))
+def test_krylov_results_scale_with_the_operator(seed: int, scale: float) -> None:
+    """rho(sJ) = s rho(J) and sigma_max(sJ) = s sigma_max(J) at every scale: a tiny operator
+    (a core whose branches cancel) must not be mistaken for a breakdown or mis-normalized."""
+    mats = random_matrices(seed, 2, 60, gain=1.0)
+    h = torch.zeros(2, 60, dtype=torch.float64)
+    rho = spectral_radius(linear_map(scale * mats), h, steps=60)
+    assert rho.converged.all()
+    assert torch.allclose(rho.value, scale * dense_rho(mats), rtol=1e-6)
+    a = scale * mats
+    smax = largest_singular_value(lambda v: torch.einsum("bij,bj->bi", a, v),
+                                  lambda v: torch.einsum("bji,bj->bi", a, v), torch.randn(2, 60, dtype=torch.float64),
+                                  steps=60)
+    assert smax.converged.all() and torch.allclose(smax.value, torch.full((2,), scale, dtype=torch.float64), rtol=1e-6)
+
+
 @settings(max_examples=8)
 @given(seed=seeds, gain=st.floats(0.2, 2.5), n=st.integers(60, 120))
 def test_krylov_matches_dense_on_a_nonlinear_map(seed: int, gain: float, n: int) -> None:
@@ -123,3 +149,14 @@ def test_a_sample_whose_map_goes_non_finite_is_reported_not_raised() -> None:
                 gmres(lambda v: v - f(v), h, steps=10)):
         assert est.converged.tolist() == [True, False] and torch.isinf(est.error[1])
     assert torch.allclose(spectral_radius(f, h, steps=10).value[0], dense_rho(mats)[0])
+
+
+def test_restarts_stop_once_every_sample_went_non_finite() -> None:
+    # NaN never leaves a Krylov basis: restarting could only spend products (a diverged run's weights).
+    poisoned = lambda v: v * float("nan")  # noqa: E731
+    h = torch.ones(2, 40, dtype=torch.float64)
+    rho = spectral_radius(poisoned, h, steps=10, restarts=20)
+    smax = largest_singular_value(poisoned, poisoned, h, steps=10, restarts=20)
+    for est in (rho, smax):
+        assert not est.converged.any() and torch.isinf(est.error).all()
+    assert rho.products == 10 and smax.products <= 2 * 10

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from fpstab.architectures import CoreConfig, build_core
 from fpstab.fixedpoint import AXES, ProbeSettings, Thresholds, probe, probe_record
-from fpstab.fixedpoint.probes.geometry import _step_parameters
+from fpstab.fixedpoint.probes.geometry import _step_parameters, weight_spectra
 from fpstab.fixedpoint.probes.context import ProbeContext
 from fpstab.fixedpoint.probes.records import to_json
 from fpstab.reports.probe_table import format_probe
@@ -151,6 +151,17 @@ def test_a_diverging_core_is_a_result_not_a_crash() -> None:
     assert reach.verdict.status == "fail" and "non-finite" in reach.verdict.reason
     record = json.loads(to_json(probe_record([report])))  # strict JSON: non-finite numbers become null
     assert record["probes"][0]["axes"]["reachability"]["figures"]["final_residual"]["per_sample"] == [None, None]
+
+
+def test_weight_spectra_of_non_finite_weights_are_nan_not_an_error() -> None:
+    core = small_core("standard_recall")
+    with torch.no_grad():
+        core.blocks[0].recall.W_x.weight[0, 0] = float("nan")  # LAPACK raises on such a matrix
+        core.blocks[0].mlp.fc1.weight[1, 1] = float("inf")
+    out = weight_spectra(core)
+    for key in ("rho(W_x)", "||W_x||_2", "||W_x||_2/||W_e||_2", "||W_1||_2*||W_2||_2"):
+        assert math.isnan(out[key]), key
+    assert math.isfinite(out["||W_O||_2"]) and math.isfinite(out["||W_Q||_2*||W_K||_2"])
 
 
 def test_one_pass_baselines_and_bad_settings_are_refused() -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from fpstab.grid import load_grid
 from fpstab.sweep import parse_shard, shard_runs
 
 SMOKE = Path(__file__).parent / "fixtures" / "grids" / "smoke.toml"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def read(path: Path) -> dict:
@@ -100,3 +105,25 @@ def test_sweep_refuses_bad_arguments_in_one_line(tmp_path, capsys):
     assert "--jobs 0" in capsys.readouterr().err
     assert main(["sweep", str(tmp_path / "none.toml"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_sweep_stops_at_once_and_starts_nothing_more(tmp_path, sig):
+    """Ctrl-C (or a scheduler's SIGTERM) sent to the sweep alone: the running training checkpoints
+    and stops, the next run never starts, and the sweep exits 130 without waiting for the grid."""
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text(SMOKE.read_text().replace("epochs = 1", "epochs = 50") + "\n[runtime]\nlog_every = 1\n")
+    out = tmp_path / "runs"
+    first, second = (out / spec.name for spec in load_grid(grid_file).runs)
+    proc = subprocess.Popen([sys.executable, "-m", "fpstab.cli", "sweep", str(grid_file), "--out", str(out),
+                             "--jobs", "1", "--quiet"], cwd=REPO, start_new_session=True)
+    deadline = time.monotonic() + 120
+    metrics = first / "metrics.jsonl"
+    # the first step's record: the training's interrupt handler is in place
+    while not (metrics.is_file() and metrics.stat().st_size) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == 130
+    assert read(first / "status.json")["state"] == "interrupted"
+    assert read(first / "sweep.json")["state"] == "stopped"
+    assert not (second / "config.json").exists()

@@ -1,4 +1,5 @@
-"""Property tests of the theory's claims (DESIGN.md, "Claims that tests check").
+"""Property tests of the theory's claims (Labovich 2026, arXiv 2604.15259: no recall gives no
+strong input-dependence; recall with outer normalization gives reachable, input-smooth fixed points).
 
 Each draws its weights and inputs with hypothesis and asserts the claim on
 the real cores of `architectures` where the claim is about them, and on

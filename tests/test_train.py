@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fpstab.cli import main as cli_main
-from fpstab.config import TrainConfig, core_config_for, resolve_config
+from fpstab.config import Runtime, TrainConfig, core_config_for, resolve_config
 from fpstab.runs import (
     CheckpointError,
     last_checkpoint_path,
@@ -20,7 +20,8 @@ from fpstab.runs import (
     read_metrics,
     read_status,
 )
-from fpstab.train import RunKilled, Runtime, make_optimizer, train, train_step
+from fpstab.protocol import make_optimizer, train_step
+from fpstab.train import RunKilled, train
 
 QUIET = Runtime(quiet=True)
 
@@ -58,7 +59,7 @@ def test_training_steps_decrease_loss() -> None:
 def test_validation_reads_back_once_whatever_the_batches(host_syncs: list[str]) -> None:
     from fpstab.architectures import build_core
     from fpstab.tasks import get_task
-    from fpstab.train import evaluate_at
+    from fpstab.protocol import evaluate_at
 
     cfg = tiny_cfg()
     task = get_task("prefix_sum")
@@ -117,7 +118,7 @@ def test_progressive_loss_gradient_paths(depths: tuple[int, int], embed_learns: 
     through h0); n > 0: the state is detached, and a no_recall encoder, which
     reaches the loop only through h0, gets no gradient."""
     from fpstab.architectures import build_core
-    from fpstab.train import compute_loss
+    from fpstab.protocol import compute_loss
     from fpstab.tasks import get_task
 
     cfg = tiny_cfg(arch="no_recall")
@@ -267,7 +268,7 @@ def test_activation_checkpointing_gives_the_same_gradients_and_saves_only_states
     produces the same loss and parameter gradients."""
     from fpstab.architectures import build_core
     from fpstab.tasks import get_task
-    from fpstab.train import checkpointed, compute_loss
+    from fpstab.protocol import checkpointed, compute_loss
 
     cfg = tiny_cfg(d_model=16)
     task = get_task("prefix_sum")

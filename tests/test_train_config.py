@@ -26,13 +26,8 @@ from fpstab.runs import (
     read_json,
     save_checkpoint,
 )
-from fpstab.train import (
-    add_arguments,
-    config_from_args,
-    lr_at,
-    param_groups,
-    progressive_depths,
-)
+from fpstab.protocol import lr_at, param_groups, progressive_depths
+from fpstab.train_command import add_arguments, config_from_args, runtime_from_args
 
 
 # ---- config -------------------------------------------------------------
@@ -46,7 +41,10 @@ from fpstab.train import (
         ({"alpha": 1.5}, r"alpha=1.5 must be <= 1.0"),
         ({"batch_size": 0}, r"batch_size=0 must be an int >= 1"),
         ({"train_iters": 2.5}, r"train_iters=2.5 must be an int >= 1"),
-        ({"d_model": 30, "n_heads": 8}, r"d_model=30 must be divisible by n_heads=8"),
+        ({"d_model": 30, "n_heads": 8}, r"CoreConfig.n_heads=8 is invalid; allowed: a divisor of d_model=30"),
+        ({"norm": "post"}, r"CoreConfig.norm='post' is invalid; allowed: one of \('inner', 'outer', 'both', 'peri'\)"),
+        ({"arch": "fixed_depth", "layers_per_loop": 2}, r"CoreConfig.layers_per_loop=2 is invalid"),
+        ({"task": "prefix_sums"}, r"task='prefix_sums' is not one of \['prefix_sum', 'sudoku', 'chess'\]"),
         ({"attn_window": 4}, r"attn_window=4 must be 'task', 'full' or an odd positive int"),
         ({"lr_milestones": [60, 30]}, r"lr_milestones=\(60, 30\) must be increasing"),
         ({"n_train": 100, "batch_size": 200}, r"batch_size=200 exceeds n_train=100"),
@@ -119,6 +117,34 @@ def test_cli_resume_refuses_different_flags(tmp_path: Path) -> None:
     assert config_from_args(_args("--out", str(run), "--resume", "--lr", str(stored.lr))) == stored
     with pytest.raises(ValueError, match=r"different config \(lr: 0.0003 in the run vs 0.01 given, seed"):
         config_from_args(_args("--out", str(run), "--resume", "--lr", "0.01", "--seed", "5"))
+
+
+STORED_RUNS = sorted((Path(__file__).resolve().parents[1] / "results").rglob("config.json"))
+
+
+@pytest.mark.parametrize("record", STORED_RUNS[:1] + STORED_RUNS[-1:], ids=lambda p: p.parent.name)
+def test_stored_run_records_resume_with_their_config_and_runtime(record: Path, tmp_path: Path) -> None:
+    """config.json of runs made by earlier versions (flat TrainConfig keys, fewer runtime options)
+    give their config and runtime to --resume."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(record.read_text())
+    stored = read_json(record)
+    args = _args("--out", str(tmp_path / "run"), "--resume")
+    assert config_from_args(args).to_dict() == TrainConfig.from_dict(stored["train"]).to_dict()
+    runtime = runtime_from_args(args)
+    assert (runtime.device, runtime.compile) == (stored["runtime"]["device"], stored["runtime"]["compile"])
+    assert runtime.threads == 1  # not recorded then: the default
+    assert runtime_from_args(_args("--out", str(tmp_path / "run"), "--resume", "--device", "cpu")).device == "cpu"
+
+
+def test_every_stored_run_record_loads() -> None:
+    from fpstab.architectures import CoreConfig
+
+    assert STORED_RUNS
+    for record in STORED_RUNS:
+        stored = read_json(record)
+        TrainConfig.from_dict(stored["train"])
+        CoreConfig.from_dict(stored["core"])
 
 
 # ---- optimizer groups and schedule ----------------------------------------

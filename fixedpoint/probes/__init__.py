@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from fpstab.fixedpoint.probes.context import STARTS, Core, ProbeContext, ProbeSettings
+from fpstab.fixedpoint.probes.context import Core, ProbeContext
 from fpstab.fixedpoint.probes.geometry import geometry
 from fpstab.fixedpoint.probes.input_dependence import implicit_input_jacobian, input_dependence
 from fpstab.fixedpoint.probes.paths import path_independence
@@ -31,6 +31,7 @@ from fpstab.fixedpoint.probes.records import (
     probe_record,
     to_json,
 )
+from fpstab.fixedpoint.settings import STARTS, ProbeSettings
 
 Axis = Callable[[ProbeContext], AxisReport]
 

@@ -94,28 +94,37 @@ def implicit_vs_unrolled(ctx: ProbeContext) -> tuple[float | None, float | None,
 
 
 def weight_spectra(core: object) -> dict[str, float]:
-    """Weight-level diagnostics of Labovich (2026) when the core exposes its matrices."""
+    """Weight-level diagnostics of Labovich (2026) when the core exposes its matrices.
+
+    A figure of a matrix holding NaN or inf (the weights of a diverged run) is
+    NaN: LAPACK refuses such matrices, and the probe reports, not raises.
+    """
     get = getattr(core, "weight_matrices", None)
     if get is None:
         return {}
     w = {k: v.detach().double().cpu() for k, v in get().items()}
-    two = lambda m: torch.linalg.matrix_norm(m, 2).item()  # noqa: E731
+    bad = {k for k, m in w.items() if not bool(torch.isfinite(m).all())}
+
+    def two(name: str) -> float:
+        return float("nan") if name in bad else torch.linalg.matrix_norm(w[name], 2).item()
+
     out: dict[str, float] = {}
     if "W_x" in w:
         square = w["W_x"].shape[0] == w["W_x"].shape[1]
-        out["rho(W_x)"] = torch.linalg.eigvals(w["W_x"]).abs().max().item() if square else float("nan")
-        out["||W_x||_2"] = two(w["W_x"])
+        finite = "W_x" not in bad
+        out["rho(W_x)"] = torch.linalg.eigvals(w["W_x"]).abs().max().item() if square and finite else float("nan")
+        out["||W_x||_2"] = two("W_x")
         if "W_e" in w:
-            out["||W_x||_2/||W_e||_2"] = out["||W_x||_2"] / max(two(w["W_e"]), 1e-300)
-        sv = torch.linalg.svdvals(w["W_x"])
+            out["||W_x||_2/||W_e||_2"] = out["||W_x||_2"] / max(two("W_e"), 1e-300)
+        sv = torch.linalg.svdvals(w["W_x"]) if finite else torch.full((0,), float("nan"))
         if sv.numel() >= 11:
             out["sigma_1/sigma_11(W_x)"] = (sv[0] / sv[10].clamp_min(1e-300)).item()
     if "W_Q" in w and "W_K" in w:
-        out["||W_Q||_2*||W_K||_2"] = two(w["W_Q"]) * two(w["W_K"])
+        out["||W_Q||_2*||W_K||_2"] = two("W_Q") * two("W_K")
     if "W_O" in w:
-        out["||W_O||_2"] = two(w["W_O"])
+        out["||W_O||_2"] = two("W_O")
     if "W_1" in w and "W_2" in w:
-        out["||W_1||_2*||W_2||_2"] = two(w["W_1"]) * two(w["W_2"])
+        out["||W_1||_2*||W_2||_2"] = two("W_1") * two("W_2")
     return out
 
 

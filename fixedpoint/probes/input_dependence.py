@@ -33,7 +33,7 @@ from fpstab.fixedpoint.probes.records import (
     per_sample,
     unconverged_verdict,
 )
-from fpstab.fixedpoint.solve import solve
+from fpstab.fixedpoint.solvers import solve
 
 AUTONOMOUS_NOTE = ("autonomous map: J_e = dF/de = 0 by construction (no recall); x selects only the start h0 and "
                    "so the basin, never the fixed point's position")

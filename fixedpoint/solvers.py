@@ -31,6 +31,7 @@ from torch import Tensor
 from torchdeq.solver import anderson_solver, broyden_solver
 
 from fpstab.fixedpoint.estimate import Estimate
+from fpstab.fixedpoint.settings import RETURNS, SOLVERS
 from fpstab.fixedpoint.trajectory import relative_residual
 
 Map = Callable[[Tensor], Tensor]
@@ -40,8 +41,6 @@ _TORCHDEQ = {
     "anderson": anderson_solver,
     "broyden": broyden_solver,
 }
-SOLVERS: tuple[str, ...] = ("iterate", *_TORCHDEQ)
-RETURNS: tuple[str, ...] = ("best", "final")
 
 
 @dataclass(frozen=True)
