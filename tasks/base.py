@@ -83,7 +83,8 @@ class Task(ABC, Generic[SetT]):
     (bump it when generation changes, it is part of the cache key) and
     `cached` (slow generators cache on disk), and implement `ladder`,
     `grid`, `_generate`, `_to_arrays`, `_from_arrays`, `encode_set`,
-    `summarize` and `show`.
+    `summarize` and `show`; a task where more than the target is right
+    also implements `answers_of` and a `correct` that reads the answers.
     """
 
     name: str

@@ -24,24 +24,38 @@ A check against the Lichess puzzle database found real mate-in-2/3
 positions with a median of 19 pieces and a check as the first move in
 95-98 % of them, and about 4 in 5 real mate puzzles with more pieces,
 castling rights or en passant squares than the sparse boards ever have;
-the game levels are built to close that gap. Measured (generator v2, seed 0, 30
-puzzles per level, one worker, CPU seconds):
+the game levels are built to close that gap. Measured (generator v2, seed
+0, 30 puzzles per level, one worker, CPU seconds):
 
     python benchmarks/task_ladders.py --task chess --n 30
 
-CHESS_TABLE
+| level | puzzles per CPU s | pieces min / median / max | first move checks | castling rights | promotion | > 1 right move |
+|-------|-------------------|---------------------------|-------------------|-----------------|-----------|----------------|
+| mate1 | 115               | 4 / 10 / 16               | 100 %             | 0 %             | 3 %       | 0 %            |
+| mate2 | 9.0               | 4 / 10 / 15               | 57 %              | 0 %             | 7 %       | 0 %            |
+| mate3 | 0.50              | 5 / 11 / 16               | 40 %              | 0 %             | 20 %      | 0 %            |
+| game1 | 22                | 14 / 22 / 31              | 100 %             | 40 %            | 3 %       | 7 %            |
+| game2 | 2.4               | 14 / 20 / 30              | 100 %             | 27 %            | 3 %       | 0 %            |
+| game3 | 0.048             | 14 / 20 / 27              | 100 %             | 20 %            | 3 %       | 0 %            |
+
+(No level had a position with a legal en passant capture in these 30.)
+Default ladder: train mate1, test mate2, mate3; the game levels are in the
+ladder but not in its default test levels (game3 costs about 20 CPU
+seconds a puzzle).
 
 Every first move that counts as right is recorded with each puzzle
-(`ChessSet.answers`): for these levels the search proves the mating first
-move unique, so it is that move.
+(`ChessSet.answers`, found by the exact search): one move where the search
+proved it the only winning first move (every level but game1), every
+mating move in game1.
 
 Encoding, targets and the scoring rule: `fpstab.tasks.chess_encoding`
 (15 planes with castling rights and the en passant square; 6 target
-classes that tell promotion pieces apart; a move is right when it is one of
-the recorded answers). Default ladder: train mate1, test mate2, mate3.
-Cached sets hold FENs and moves, not tensors, so an encoding change cannot
-misread a cache; generator v2 added the answers to the cache (v1 files are
-not read) and made the same positions as v1 for the same seed.
+classes that tell promotion pieces apart; a move is right when it is one
+of the recorded answers). Cached sets hold FENs and moves, not tensors, so
+an encoding change cannot misread a cache; generator v2 added the answers
+to the cache (v1 files are not read) and made the same positions as v1 for
+the same seed. A core trained on encoding v1 (in_dim 12, out_dim 2) is
+refused by its input-shape check, not fed v2 tensors.
 
 The Lichess puzzle database CSV: `fpstab.tasks.lichess` (`load_lichess_csv`).
 """

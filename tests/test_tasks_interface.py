@@ -185,3 +185,15 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         cache.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_composite_levels_pad_answer_tables_to_the_longest():
+    from fpstab.tasks.base import _interleave, _pad_answers
+
+    few = torch.zeros(2, 1, 3, dtype=torch.long)
+    many = torch.ones(1, 3, 3, dtype=torch.long)
+    padded = _pad_answers([few, many])
+    assert [t.shape for t in padded] == [(2, 3, 3), (1, 3, 3)]
+    assert (padded[0][:, 1:] == -1).all() and (padded[0][:, 0] == 0).all() and torch.equal(padded[1], many)
+    mixed = _interleave(padded, 3)  # rows 0, 2 from the first part, row 1 from the second
+    assert mixed[1].eq(1).all() and mixed[2, 0].eq(0).all()
