@@ -180,6 +180,32 @@ class MetricsLog:
 
 
 # ---- loading a trained core -------------------------------------------------
+def check_task_shapes(core_config: Any, task_name: str, ckpt_path: str | os.PathLike[str]) -> None:
+    """Refuse a checkpoint whose core does not read this fpstab's encoding of its task.
+
+    A task's encoding can change between versions (chess went from 12 input
+    planes and 2 classes to 15 planes and 6 classes); such a core would fail
+    later with a bare shape error, or worse, read tensors it was not trained on.
+    Raises CheckpointError naming both shapes and what to do.
+    """
+    from fpstab.tasks import TASK_NAMES, get_task
+
+    if task_name not in TASK_NAMES:
+        raise CheckpointError(f"checkpoint {ckpt_path} was trained on task {task_name!r}, which this fpstab "
+                              f"does not know (known: {', '.join(TASK_NAMES)})")
+    task = get_task(task_name)
+    theirs = (core_config.in_dim, core_config.out_dim)
+    ours = (task.in_dim, task.out_dim)
+    if theirs != ours:
+        encoding = getattr(task, "encoding_version", None)
+        now = f" (encoding v{encoding})" if encoding is not None else ""
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} holds a core for an older {task_name} encoding: it reads "
+            f"in_dim={theirs[0]} and predicts out_dim={theirs[1]} classes, while this fpstab encodes "
+            f"{task_name} as in_dim={ours[0]}, out_dim={ours[1]}{now}; retrain the run with this version, "
+            "or evaluate it with the fpstab version that trained it")
+
+
 def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu",
              checkpoint: str | os.PathLike[str] | None = None) -> tuple[Any, Any, Any, str]:
     """Load a trained core from a run directory or a checkpoint file.
@@ -206,6 +232,7 @@ def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu",
         train_config = TrainConfig.from_dict(ckpt["config"])
     except ValueError as err:
         raise CheckpointError(f"checkpoint {ckpt_path} holds a config this fpstab cannot read: {err}") from err
+    check_task_shapes(core_config, str(ckpt["task"]), ckpt_path)
     core = build_core(core_config)
     try:
         core.load_state_dict(ckpt["model"])

@@ -54,8 +54,8 @@ classes that tell promotion pieces apart; a move is right when it is one
 of the recorded answers). Cached sets hold FENs and moves, not tensors, so
 an encoding change cannot misread a cache; generator v2 added the answers
 to the cache (v1 files are not read) and made the same positions as v1 for
-the same seed. A core trained on encoding v1 (in_dim 12, out_dim 2) is
-refused by its input-shape check, not fed v2 tensors.
+the same seed. A checkpoint of a core trained on encoding v1 (in_dim 12,
+out_dim 2) is refused when loaded, with an error naming both encodings.
 
 The Lichess puzzle database CSV: `fpstab.tasks.lichess` (`load_lichess_csv`).
 """
@@ -75,6 +75,7 @@ import torch
 from fpstab.tasks.base import Ladder, Task
 from fpstab.tasks.chess_data import ChessSet, mate_problem, position_problem, validate, winning_first_moves
 from fpstab.tasks.chess_encoding import (
+    ENCODING_VERSION,
     N_CLASSES,
     N_PLANES,
     answer_table,
@@ -288,6 +289,7 @@ class ChessTask(Task[ChessSet]):
     out_dim = N_CLASSES
     attn_window = None
     version = GENERATOR_VERSION
+    encoding_version = ENCODING_VERSION
     cached = True
 
     def __init__(self, prefilter: str | None = None) -> None:

@@ -41,8 +41,8 @@ def test_task_tables_set_levels_and_keys_per_task():
     prefix, sudoku = g.runs
     assert sudoku.config["train_level"] == "easy+medium" and sudoku.config["lr"] == 1e-3
     # default eval levels: the training level's parts, then the ladder's test levels
-    assert sudoku.eval_levels == ("easy", "medium", "hard", "extreme", "fiendish", "diabolical")
-    assert sudoku.probe_levels == ("easy+medium", "diabolical")
+    assert sudoku.eval_levels == ("easy", "medium", "hard", "extreme")
+    assert sudoku.probe_levels == ("easy+medium", "extreme")
     assert prefix.eval_levels == ("32", "512") and prefix.probe_levels == ("32", "512")
 
 

@@ -244,3 +244,23 @@ def test_atomic_json(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text("{broken")
     with pytest.raises(ValueError, match="b.json is not valid JSON"):
         read_json(tmp_path / "b.json")
+
+
+def test_checkpoint_of_an_older_task_encoding_is_refused_by_name(tmp_path: Path) -> None:
+    """A chess core of encoding v1 (12 planes in, 2 classes out) must not meet v2 tensors."""
+    from fpstab.architectures import build_core
+    from fpstab.config import TrainConfig, core_config_for
+    from fpstab.runs import load_run
+    from fpstab.tasks import get_task
+
+    cfg = TrainConfig(task="chess", preset="tiny")
+    new = core_config_for(cfg, get_task("chess"))
+    old = dataclasses.replace(new, in_dim=12, out_dim=2)
+    payload = {"config": cfg.to_dict(), "task": "chess", "step": 0}
+    save_checkpoint(tmp_path / "old.pt", {**payload, "core_config": old.to_dict(), "model": build_core(old).state_dict()})
+    with pytest.raises(CheckpointError, match=r"older chess encoding: it reads in_dim=12 and predicts out_dim=2 "
+                                              r"classes, while this fpstab encodes chess as in_dim=15, out_dim=6 "
+                                              r"\(encoding v2\)"):
+        load_run(tmp_path / "old.pt")
+    save_checkpoint(tmp_path / "new.pt", {**payload, "core_config": new.to_dict(), "model": build_core(new).state_dict()})
+    assert load_run(tmp_path / "new.pt")[1] == new
