@@ -384,3 +384,29 @@ def test_lichess_loader_names_the_file_it_cannot_read(tmp_path, name, data):
     path.write_bytes(data)
     with pytest.raises(ValueError, match=rf"{name}: cannot be read as UTF-8 CSV text"):
         chess_task.load_lichess_csv(path)
+
+
+REAL_FIXTURE = Path(__file__).parent / "fixtures" / "tasks" / "lichess_puzzles_real.csv"
+
+
+def test_real_lichess_rows_load_encode_and_prove():
+    """Rows of the real database (CC0): black and white solvers, a queen promotion,
+    castling rights in non-mate rows; each mateInN line is a forced mate by exact search."""
+    data = lichess.load_lichess_csv(REAL_FIXTURE)
+    by_id = dict(zip(data.ids, range(len(data))))
+    assert data.mate_in.tolist() == [1, 1, 1, 2, 2, 3, 0, 0]
+    black = [i for i, fen in enumerate(data.fens) if chess.Board(fen).turn == chess.BLACK]
+    assert [data.ids[i] for i in black] == ["00ohT", "00fgg", "00kRi"]
+    mates = [i for i in range(len(data)) if data.mate_in[i]]
+    chess_task.validate([data.fens[i] for i in mates], [data.moves[i] for i in mates],
+                        [int(data.mate_in[i]) for i in mates])
+    x, y = chess_task.encode(data.fens, data.moves)
+    promo, castle_b, castle_w = by_id["03SLJ"], by_id["00kRi"], by_id["00Rlv"]
+    assert data.answers[promo] == ("h7h8q",) and y[promo].max() == 5  # only the queen mates
+    # 00kRi: black to move with k (own) and Q (opponent's); 00Rlv: white to move, black keeps k
+    assert x[castle_b, :, 12].sum() == 1 and x[castle_b, :, 13].sum() == 1
+    assert x[castle_w, :, 12].sum() == 0 and x[castle_w, :, 13].sum() == 1
+    assert x[[i for i in range(len(data)) if i not in (castle_b, castle_w)], :, 12:14].sum() == 0
+    assert x[:, :, 14].sum() == 0  # no en passant square in these rows
+    themed = lichess.load_lichess_csv(REAL_FIXTURE, themes="mateIn2")
+    assert themed.ids == ("00fgg", "00sHx")
