@@ -204,3 +204,12 @@ def test_load_csv_names_a_file_that_is_not_text(tmp_path):
     path.write_bytes(b"source,question,answer,rating\n" + bytes(range(128, 256)) * 8)
     with pytest.raises(ValueError, match=r"binary.csv: cannot be read as UTF-8 CSV text"):
         sudoku.load_csv(path)
+
+
+def test_published_puzzles_load_with_their_clues_and_ratings():
+    """Inkala's 2012 puzzle sits in the diabolical band; a 17-clue puzzle needs only singles."""
+    data = sudoku.load_csv(Path(__file__).parent / "fixtures" / "tasks" / "sudoku_published.csv", check_unique=True)
+    assert data.sources == ("inkala_2012", "royle_17clue_1")
+    assert (data.puzzles > 0).sum(1).tolist() == [21, 17]
+    assert data.backtracks.tolist() == [160, 0] and data.singles_only.tolist() == [False, True]
+    sudoku.validate(data.puzzles, data.solutions)
