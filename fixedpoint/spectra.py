@@ -178,13 +178,17 @@ def _golub_kahan(
     tol: float,
     check_every: int,
     extra_error: Callable[[Tensor], Tensor] | None = None,
+    error_floor: Callable[[], Tensor] | None = None,
 ) -> _Bidiagonal:
     """Lower bidiagonalization A V_k = U_k B_k, A^T U_k = V_k B_k^T + beta_k v_{k+1} e_k^T.
 
     v (B, N) unit start. Every `check_every` steps the top singular triplet
     (s, p, q) of B_k is read (one host round trip) and the run stops once
     every sample's error |beta_k p_k| / s, plus extra_error(s) if given, is
-    <= tol. A breakdown leaves zero vectors and exact zeros in B_k.
+    <= tol, or, given `error_floor` (B,), a part of the error that never
+    decreases, once every sample not yet converged has a floor above tol: more
+    steps cannot make it converge. A breakdown leaves zero vectors and exact
+    zeros in B_k.
     """
     batch, n = v.shape
     steps = min(steps, n)
@@ -210,7 +214,10 @@ def _golub_kahan(
             error = error + extra_error(top)
         error = torch.where(bad, float("inf"), error.nan_to_num(float("inf")))
         s = torch.where(bad[:, None], float("nan"), s)
-        if bool(((error <= tol) | bad).all()) or j + 1 == steps:
+        done = (error <= tol) | bad
+        if error_floor is not None:
+            done = done | (error_floor() > tol)
+        if bool(done.all()) or j + 1 == steps:
             break
     k = j + 1
     return _Bidiagonal(us[:, :k], vs[:, :k], s, p[:, :, 0], qh[:, 0, :], error)
@@ -258,7 +265,9 @@ def smallest_singular_value(
         (the rounding of one product, eps of h's dtype, relative to sigma).
         Some singular value of I - J lies within that relative error of
         sigma, to first order; that it is the smallest is what inverse
-        iteration finds first from a random start, not a bound.
+        iteration finds first from a random start, not a bound. The run
+        stops early, unconverged, once an inner solve missed tol for every
+        sample that has not converged (its residual is part of the error).
     """
     inner_tol = max(tol / 20, default_tol(h.dtype)) if solve_tol is None else solve_tol
     jv, jtv = jvp_operator(f, h), vjp_operator(f, h)
@@ -272,8 +281,10 @@ def smallest_singular_value(
     def extra_error(top: Tensor) -> Tensor:
         return log.worst_residual + eps * log.norm * top
 
+    # The worst solve residual only grows and is part of the error: once it passes tol for every
+    # unconverged sample, the estimate cannot converge and further (expensive) solves are wasted.
     gk = _golub_kahan(solver(lambda v: v - jv(v)), solver(lambda u: u - jtv(u)), unit(random_start(h, seed)),
-                      steps, tol, check_every=1, extra_error=extra_error)
+                      steps, tol, check_every=1, extra_error=extra_error, error_floor=lambda: log.worst_residual)
     sigma = (1.0 / gk.top.clamp_min(1e-300)).to(h)
     return Estimate.checked(sigma, gk.error.to(h.device), tol, log.products,
                             f"inverse golub-kahan(k={gk.steps}) + gmres(m={solve_steps})",

@@ -160,3 +160,16 @@ def test_restarts_stop_once_every_sample_went_non_finite() -> None:
     for est in (rho, smax):
         assert not est.converged.any() and torch.isinf(est.error).all()
     assert rho.products == 10 and smax.products <= 2 * 10
+
+
+def test_sigma_min_stops_once_an_inner_solve_has_missed_its_tolerance() -> None:
+    """A failed GMRES solve bounds the estimate's error from below for good: the inverse
+    iteration must stop there, unconverged, not spend its other 19 steps' solves."""
+    mats = spectrum_matrices(N, 2, top=(0.999, 0.998), pairs=((0.9985, 0.03),), bulk=0.9, nonnormal=0.5, seed=4)
+    f, h = linear_map(mats), torch.zeros(2, N, dtype=torch.float64)
+    smin = smallest_singular_value(f, h, steps=20, solve_steps=5, solve_restarts=2)
+    assert not smin.converged.any() and (smin.details["solve_residual"] > smin.tol).all()
+    one_step = 2 * 2 * (5 + 1) + 4  # two solves of 2 cycles of 5 (+1) products, with residual checks
+    assert smin.products <= one_step, smin.products
+    good = smallest_singular_value(f, h, steps=20)  # with the default budget the same case converges
+    assert good.converged.all() and good.products > one_step
