@@ -14,6 +14,10 @@ the run is going. A run ends completed, diverged (non-finite loss or
 gradient; the last finite checkpoint is kept) or interrupted (Ctrl-C: a
 checkpoint is written at the next step boundary).
 
+A SHIFT run (cfg.shift) trains the one-pass single_attn core, then the looped
+standard_recall core on the same parameters (fpstab.shift); its checkpoints hold the
+criterion's state, so a resumed run continues in its stage.
+
 Data parallel (`ranks`, fpstab.distributed): every rank trains on its share of
 each batch with gradients averaged over the ranks; rank 0 alone validates and
 writes the run's files.

@@ -243,3 +243,26 @@ def test_cli_shift_and_resume(tmp_path: Path) -> None:
     assert cli_main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
     rec = shift_record(run)
     assert rec["switch"]["step"] == 2 and rec["switch"]["forced"] and rec["state"] == "completed"
+
+
+def test_benchmark_compares_and_reuses_its_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/shift_vs_looped.py on a seconds-sized config: one row per variant, the switch
+    in the shift row; run again, it reuses the finished runs (same recorded wall times)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "shift_vs_looped.py"
+    spec = importlib.util.spec_from_file_location("shift_vs_looped", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--task", "prefix_sum", "--preset", "tiny", "--train-level", "16", "--d-model", "16", "--n-heads", "2",
+            "--n-train", "16", "--n-val", "4", "--batch-size", "8", "--epochs", "2", "--train-iters", "2",
+            "--shift-check-every", "1", "--eval-samples", "4", "--out", str(tmp_path / "b"), "--json",
+            str(tmp_path / "rows.json")]
+    assert bench.main(argv) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["variant"], r["state"]) for r in rows] == [("shift", "completed"), ("looped", "completed")]
+    assert rows[0]["switch_step"] == 2 and rows[0]["forced"] and "switch_step" not in rows[1]
+    assert set(rows[0]["eval"]) == {"16"} and "time ratio to looped" in capsys.readouterr().out
+    assert bench.main(argv) == 0
+    assert json.loads((tmp_path / "rows.json").read_text()) == rows
