@@ -308,6 +308,8 @@ def _setup(cfg: TrainConfig, out: Path, runtime: Runtime, resume: bool, ranks: R
         _write_config_record(run, started=True)
     if shift is not None and ranks.is_main:
         shift.write(out)
+        say(f"[train] SHIFT: {shift.stage} now; check every {shift.check_every} steps (delta1 {cfg.shift_delta1:g}, "
+            f"delta2 {cfg.shift_delta2:g}, patience {cfg.shift_patience}), switch by step {shift.max_steps} at the latest")
     say(f"[train] {cfg.task} level {run.level} | {cfg.arch}+{cfg.norm} d{cfg.d_model} h{cfg.n_heads} | "
         f"{sum(p.numel() for p in core.parameters()):,} params | {cfg.grad_mode} loss, m={cfg.train_iters} | "
         f"{device} {run.precision}{' compiled' if runtime.compile else ''}"
