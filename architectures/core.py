@@ -40,6 +40,8 @@ Deviations from the official code, on purpose:
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
@@ -163,3 +165,20 @@ def build_core(cfg: CoreConfig) -> Core:
         return FullyLoopedCore(cfg)
     n_blocks = cfg.depth if cfg.arch == "fixed_depth" else cfg.layers_per_loop
     return Core(cfg, [Block(cfg, _PLACEMENT[cfg.arch], norm=cfg.norm) for _ in range(n_blocks)])
+
+
+# Archs built from the same modules with the same state_dict keys: single_attn is standard_recall's
+# block applied once (Gong et al.), so one can become the other without touching a parameter.
+SAME_MODULES: tuple[str, ...] = ("single_attn", "standard_recall")
+
+
+def set_arch(core: Core, arch: str) -> None:
+    """Make `core` a single_attn or a standard_recall core in place (Gong et al.'s SHIFT switch).
+
+    Only its config changes (and with it `looped`): the modules, the Parameter objects, and so an
+    optimizer's state over them, continue as they are. Raises ValueError for any other pair of archs.
+    """
+    if core.config.arch not in SAME_MODULES or arch not in SAME_MODULES:
+        raise ValueError(f"set_arch: cannot turn arch={core.config.arch!r} into arch={arch!r}; only "
+                         f"{' and '.join(SAME_MODULES)} share their modules")
+    core.config = dataclasses.replace(core.config, arch=arch)

@@ -188,6 +188,26 @@ class TrainConfig:
     checkpoint_every: int = field(default=0, metadata=option(
         "also checkpoint every N optimizer steps (0: at the end of each epoch only)", low=0))
     val_every: int = field(default=1, metadata=option("validate every N epochs (0: never)", low=0))
+    # SHIFT (Gong et al. 2025, arXiv 2510.10089): fpstab.shift
+    shift: bool = field(default=False, metadata=option(
+        "SHIFT: train the one-pass single_attn core, then continue on the same weights, Adam state and lr "
+        "schedule as the looped standard_recall core once the SHIFT criterion with patience fires: at W "
+        "consecutive checks (L_prev - L_now) / |L_prev| < delta1 and |g_now - g_prev| / g_prev < delta2, "
+        "L and g the mean training loss and pre-clip gradient norm over the C steps since the previous "
+        "check; needs --arch standard_recall (the looped target, which evaluation and probes load)"))
+    shift_delta1: float = field(default=0.01, metadata=option(
+        "SHIFT delta1: the relative training-loss improvement per check below which the loss has plateaued",
+        low=0.0))
+    shift_delta2: float = field(default=0.1, metadata=option(
+        "SHIFT delta2: the relative change of the gradient norm per check below which it is stable", low=0.0))
+    shift_patience: int = field(default=3, metadata=option(
+        "SHIFT patience W: consecutive checks meeting both conditions before the switch", low=1))
+    shift_check_every: int = field(default=0, metadata=option(
+        "SHIFT check interval C in optimizer steps, also the window the loss and gradient norm are averaged "
+        "over (0: one epoch)", low=0))
+    shift_max_steps: int = field(default=0, metadata=option(
+        "SHIFT: switch anyway after this many single_attn steps, recorded as forced (0: half the run's steps)",
+        low=0))
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists; store tuples.
@@ -210,6 +230,32 @@ class TrainConfig:
         if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(m < 1 for m in self.lr_milestones):
             raise ValueError(f"lr_milestones={self.lr_milestones!r} must be increasing positive epochs")
         self.core_config(in_dim=1, out_dim=1, grid=None, task_window=None)  # CoreConfig checks the core keys
+        self._check_shift()
+
+    def _check_shift(self) -> None:
+        """SHIFT needs the looped target arch and the progressive loss; its knobs need --shift."""
+        if not self.shift:
+            changed = [k for k in SHIFT_KEYS if getattr(self, k) != _FIELD_DEFAULTS[k]]
+            if changed:
+                raise ValueError(f"SHIFT's knobs apply only with shift=True, and {', '.join(changed)} "
+                                 "differ from their defaults; set shift=True or drop them")
+            return
+        if self.arch != "standard_recall":
+            raise ValueError(f"shift=True with arch={self.arch!r}: SHIFT trains single_attn, then the looped "
+                             "standard_recall core on the same weights; name the looped target: arch='standard_recall'")
+        if self.grad_mode != "progressive":
+            raise ValueError(f"shift=True with grad_mode={self.grad_mode!r}: the single_attn stage trains at one "
+                             "application; use grad_mode='progressive'")
+
+    @property
+    def shift_check_steps(self) -> int:
+        """SHIFT's check interval C in optimizer steps (shift_check_every, 0: one epoch)."""
+        return self.shift_check_every or self.steps_per_epoch
+
+    @property
+    def shift_max_stage1_steps(self) -> int:
+        """SHIFT's longest single_attn stage in optimizer steps (shift_max_steps, 0: half the run)."""
+        return self.shift_max_steps or self.total_steps // 2
 
     def core_config(self, in_dim: int, out_dim: int, grid: tuple[int, ...] | None,
                     task_window: int | None) -> CoreConfig:
@@ -251,6 +297,15 @@ class TrainConfig:
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+_FIELD_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+SHIFT_KEYS: tuple[str, ...] = ("shift_delta1", "shift_delta2", "shift_patience", "shift_check_every",
+                               "shift_max_steps")
+
+
+def with_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored TrainConfig dict with the keys added since it was written at their defaults, so a
+    run recorded by an older fpstab still compares equal to its config (resume)."""
+    return {**{k: v for k, v in TrainConfig().to_dict().items() if k not in stored}, **stored}
 
 
 def preset_note(key: str) -> str:

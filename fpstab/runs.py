@@ -4,7 +4,9 @@ A run directory written by `fpstab train` holds:
 
     config.json          resolved TrainConfig, CoreConfig, task, seeds, runtime
     status.json          state: running | completed | diverged | interrupted
-    metrics.jsonl        one JSON object per line (kind: train | epoch | diverged | done)
+    metrics.jsonl        one JSON object per line (kind: train | epoch | resume | diverged | done,
+                         and shift_check | shift for a SHIFT run)
+    shift.json           a SHIFT run's criterion, stage, switch and checks (fpstab.shift)
     checkpoints/last.pt  the latest consistent training state (atomic)
     eval.json            written by `fpstab eval`
     plots/               written by `fpstab eval` (reports.plots)

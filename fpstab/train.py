@@ -14,6 +14,10 @@ the run is going. A run ends completed, diverged (non-finite loss or
 gradient; the last finite checkpoint is kept) or interrupted (Ctrl-C: a
 checkpoint is written at the next step boundary).
 
+A SHIFT run (cfg.shift) trains the one-pass single_attn core, then the looped
+standard_recall core on the same parameters (fpstab.shift); its checkpoints hold the
+criterion's state, so a resumed run continues in its stage.
+
 Data parallel (`ranks`, fpstab.distributed): every rank trains on its share of
 each batch with gradients averaged over the ranks; rank 0 alone validates and
 writes the run's files.
@@ -43,6 +47,7 @@ from fpstab.config import (
     core_config_for,
     resolve_precision,
     train_level_for,
+    with_defaults,
 )
 from fpstab.devices import resolve_device
 from fpstab.distributed import SINGLE, Ranks, data_parallel
@@ -76,6 +81,7 @@ from fpstab.runs import (
     save_checkpoint,
     write_status,
 )
+from fpstab.shift import ShiftSchedule
 
 
 # The protocol's pieces stay importable from here, where they lived before the split: the
@@ -211,6 +217,7 @@ class _Run:
     say: Callable[[str], None]
     metrics: MetricsLog | None  # rank 0 only
     parallel: DataParallel | None = None  # the DistributedDataParallel loss when distributed
+    shift: ShiftSchedule | None = None  # a SHIFT run's stage and criterion (fpstab.shift)
     step: int = 0
     elapsed_before: float = 0.0
     best_val: dict[str, float] | None = None
@@ -279,6 +286,9 @@ def _setup(cfg: TrainConfig, out: Path, runtime: Runtime, resume: bool, ranks: R
     say = print_flushed if ranks.is_main and not runtime.quiet else _silent
     ckpt = _checkpoint_to_resume(cfg, core_cfg, out, device, say) if resume else _refuse_existing_run(out)
     core, optimizer, sampler, step_fn = _build(cfg, core_cfg, runtime, device)
+    shift = ShiftSchedule.for_config(cfg)
+    if shift is not None:
+        shift.apply(core)  # the single_attn stage; _restore moves a resumed run to its stage
     looped = bool(getattr(core, "looped", True))
     if not looped and cfg.grad_mode != "progressive":
         raise ValueError(f"grad_mode={cfg.grad_mode!r} needs a looped core; arch={cfg.arch!r} is one pass "
@@ -287,7 +297,7 @@ def _setup(cfg: TrainConfig, out: Path, runtime: Runtime, resume: bool, ranks: R
         out.mkdir(parents=True, exist_ok=True)
     run = _Run(cfg, runtime, out, ranks, device, resolve_precision(cfg.precision, device.type), task,
                train_level_for(cfg, task), core_cfg, core, optimizer, sampler, step_fn, looped, say,
-               MetricsLog(out / METRICS_FILE) if ranks.is_main else None)
+               MetricsLog(out / METRICS_FILE) if ranks.is_main else None, shift=shift)
     if ckpt is not None:
         _restore(run, ckpt)
     if ranks.distributed:
@@ -296,6 +306,10 @@ def _setup(cfg: TrainConfig, out: Path, runtime: Runtime, resume: bool, ranks: R
         if run.metrics is not None:
             run.metrics.truncate(0)  # a resumed run killed before its first checkpoint starts over
         _write_config_record(run, started=True)
+    if shift is not None and ranks.is_main:
+        shift.write(out)
+        say(f"[train] SHIFT: {shift.stage} now; check every {shift.check_every} steps (delta1 {cfg.shift_delta1:g}, "
+            f"delta2 {cfg.shift_delta2:g}, patience {cfg.shift_patience}), switch by step {shift.max_steps} at the latest")
     say(f"[train] {cfg.task} level {run.level} | {cfg.arch}+{cfg.norm} d{cfg.d_model} h{cfg.n_heads} | "
         f"{sum(p.numel() for p in core.parameters()):,} params | {cfg.grad_mode} loss, m={cfg.train_iters} | "
         f"{device} {run.precision}{' compiled' if runtime.compile else ''}"
@@ -343,13 +357,13 @@ def _checkpoint_to_resume(cfg: TrainConfig, core_cfg: Any, out: Path, device: to
     """The run's last checkpoint (None if it has none yet), refused if made with another config."""
     if (out / CONFIG_FILE).is_file():
         stored = read_json(out / CONFIG_FILE)
-        _refuse_mismatch("config.json", stored.get("train", {}), cfg.to_dict(), out)
+        _refuse_mismatch("config.json", with_defaults(stored.get("train", {})), cfg.to_dict(), out)
     ckpt_path = last_checkpoint_path(out)
     if not ckpt_path.is_file():
         say(f"[train] {out}: no checkpoint yet, starting from step 0")
         return None
     ckpt = load_checkpoint(ckpt_path, map_location=device)
-    _refuse_mismatch("checkpoint", ckpt["config"], cfg.to_dict(), ckpt_path)
+    _refuse_mismatch("checkpoint", with_defaults(ckpt["config"]), cfg.to_dict(), ckpt_path)
     _refuse_mismatch("checkpoint's core config", ckpt["core_config"], core_cfg.to_dict(), ckpt_path)
     return ckpt
 
@@ -376,6 +390,10 @@ def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
     run.elapsed_before = float(ckpt["elapsed_s"])
     run.best_val = ckpt.get("val")
     run.window = MetricsWindow(ckpt.get("log_window"))
+    if run.shift is not None:
+        run.shift.load_state(ckpt["shift"])
+        run.shift.apply(run.core)
+        run.looped = bool(run.core.looped)
     epoch = run.step // run.cfg.steps_per_epoch
     if run.metrics is not None:
         run.metrics.truncate(int(ckpt["metrics_bytes"]))
@@ -433,6 +451,8 @@ def _train_one_step(run: _Run, batches: Batches, val_set: Any, stop: _StopFlag) 
         return _diverged(run, stats, lr)
     run.step += 1
     run.window.add(stats)
+    if run.shift is not None:
+        _observe_shift(run, stats)
     spe = cfg.steps_per_epoch
     if run.window.sums["steps"] >= run.runtime.log_every or run.step % spe == 0:
         _log_window(run, lr, stats.out.info)
@@ -445,6 +465,22 @@ def _train_one_step(run: _Run, batches: Batches, val_set: Any, stop: _StopFlag) 
     if run.runtime.stop_after_steps is not None and run.step >= run.runtime.stop_after_steps:
         raise RunKilled(f"stopped after {run.step} steps (--stop-after-steps), nothing saved since the last checkpoint")
     return None
+
+
+def _observe_shift(run: _Run, stats: StepStats) -> None:
+    """Feed the SHIFT criterion this step; record its checks and switch the core when it says so
+    (before the epoch's validation and checkpoint, which then see the new stage)."""
+    assert run.shift is not None
+    event = run.shift.observe(run.step, stats.loss, stats.grad_norm, run.elapsed())
+    for rec in event.records:
+        run.record(rec)
+    if event.switched:
+        run.shift.apply(run.core)
+        run.looped = bool(run.core.looped)
+        how = "forced: shift_max_steps reached" if event.forced else "criterion fired"
+        run.say(f"[train] SHIFT: single_attn -> standard_recall at step {run.step} ({how})")
+    if event.records and run.ranks.is_main:
+        run.shift.write(run.out)
 
 
 def _log_window(run: _Run, lr: float, info: dict[str, float]) -> None:
@@ -500,6 +536,7 @@ def _checkpoint(run: _Run, epoch_done: bool) -> None:
         "metrics_bytes": run.metrics.size() if run.metrics is not None else 0,
         # partial sums of the current metrics window, so a resumed run logs the same averages
         "log_window": run.window.state(),
+        "shift": run.shift.state() if run.shift is not None else None,
         "fpstab_version": __version__,
     })
     run.status("running", checkpoint_step=run.step)
@@ -531,6 +568,11 @@ def _finish(run: _Run) -> TrainResult:
     epoch = run.step // run.cfg.steps_per_epoch
     run.record({"kind": "done", "step": run.step, "epoch": epoch, "elapsed_s": run.elapsed()})
     run.status("completed", elapsed_s=run.elapsed(), val=run.best_val)
+    if run.shift is not None and run.ranks.is_main:
+        run.shift.write(run.out, state="completed")
+        if run.shift.switch is None:
+            run.say("[train] SHIFT: the run ended before the switch (shift_max_steps >= its steps): "
+                    "its weights were only trained as single_attn")
     run.say(f"[train] done: {run.step} steps in {_format_s(run.elapsed())}; run in {run.out}")
     return TrainResult("completed", run.out, epoch, run.step, run.elapsed(), run.best_val)
 

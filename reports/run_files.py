@@ -4,7 +4,8 @@ A run directory (written by `fpstab train`, `eval`, `probe` and `sweep`) holds:
 
     config.json          resolved TrainConfig + CoreConfig, seeds, runtime   (schema fpstab.run_config/1)
     status.json          {"state": running | completed | diverged | interrupted, "step", ...}
-    metrics.jsonl        one JSON object a line (kind: train | epoch | resume | diverged | done)
+    metrics.jsonl        one JSON object a line (kind: train | epoch | resume | diverged | done;
+                         shift_check | shift in a SHIFT run, whose shift.json holds the trace)
     checkpoints/last.pt  the training state (torch; read by fpstab.runs, never here)
     eval.json            accuracy at every iteration per level           (schema fpstab.eval/1)
     probe.json           the probe record: one entry per probed level       (schema fpstab.probe/2)
