@@ -1,4 +1,4 @@
-"""RMSNorm, RoPE (1-D or axial N-D) and multi-head attention (full, or local: neighborhood.py).
+"""RMSNorm, RoPE (1-D or axial N-D) and multi-head attention (full, causal, or local: neighborhood.py).
 
 Position tables and masks are made in the input's dtype and device and
 cached per layout (constants.py), so a core runs unchanged in float32,
@@ -78,13 +78,16 @@ class Attention(nn.Module):
 
     forward(x) is self-attention; forward(x, kv=z) takes queries from x and
     keys/values from z with the same weights (Fu et al.'s attention injection).
+    causal: query i sees keys j <= i only (full attention; not with a window).
     """
 
     def __init__(self, d_in: int, d: int, n_heads: int, grid: tuple[int, ...] | None,
-                 window: int | None, rope_base: float):
+                 window: int | None, rope_base: float, causal: bool = False):
         super().__init__()
+        if causal and window is not None:
+            raise ValueError(f"Attention: causal=True needs full attention, got window={window}")
         self.d, self.n_heads, self.head_dim = d, n_heads, d // n_heads
-        self.grid, self.window, self.rope_base = grid, window, rope_base
+        self.grid, self.window, self.rope_base, self.causal = grid, window, rope_base, causal
         self.qkv = nn.Linear(d_in, 3 * d)
         self.q_norm = RMSNorm(self.head_dim)
         self.k_norm = RMSNorm(self.head_dim)
@@ -105,5 +108,5 @@ class Attention(nn.Module):
         cos, sin = rope_tables(shape, self.head_dim, self.rope_base, like=q)
         # QK-norm before RoPE: then scores depend on relative position only, whatever the norm gains.
         q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
-        y = attend(q, k, v, None) if self.window is None else local_attention(q, k, v, shape, self.window)
+        y = attend(q, k, v, None, self.causal) if self.window is None else local_attention(q, k, v, shape, self.window)
         return self.proj(y.transpose(-3, -2).reshape(*lead, n, d))

@@ -110,7 +110,7 @@ class Block(nn.Module):
         self.placement = placement
         self.recall = Recall(cfg.recall, d, external=placement == "external") if placement != "none" else None
         d_in = 2 * d if placement == "internal" and cfg.recall == "concat" else d
-        self.attn = Attention(d_in, d, cfg.n_heads, cfg.grid, cfg.attn_window, cfg.rope_base)
+        self.attn = Attention(d_in, d, cfg.n_heads, cfg.grid, cfg.attn_window, cfg.rope_base, cfg.causal)
         self.mlp = MLP(d_in, d, cfg.mlp_ratio)
         self.pre_norm = RMSNorm(d) if norm in ("inner", "both", "peri") else nn.Identity()
         self.peri_norm = RMSNorm(d) if norm == "peri" else nn.Identity()

@@ -33,6 +33,7 @@ KEY_HELP: dict[str, str] = {
     "layers_per_loop": "transformer blocks per loop iteration",
     "depth": "untied blocks of the fixed_depth baseline",
     "init_state": "initial loop state h0: the input embedding, zeros, or seeded noise",
+    "causal": "causal attention: token i attends tokens j <= i only (next-token prediction)",
 }
 
 # Knobs that only some architectures read. Any other arch must leave them at their default.
@@ -63,6 +64,8 @@ class CoreConfig:
     grid: None for 1-D token positions, or the row-major shape of the token
     grid (e.g. (9, 9)) for axial RoPE; its product must equal n_tokens.
     attn_window: None for full attention, or an odd neighborhood size per axis.
+    causal: token i attends tokens j <= i only (row-major order), so logits at i
+    never read a later input; full attention and 1-D sequences only.
     """
 
     in_dim: int
@@ -77,6 +80,7 @@ class CoreConfig:
     depth: int = 15
     grid: tuple[int, ...] | None = None
     attn_window: int | None = None
+    causal: bool = False
     init_state: str = "embedding"
     init_seed: int = 0
     mlp_ratio: int = 4
@@ -105,6 +109,13 @@ class CoreConfig:
             _is_int(self.attn_window) and self.attn_window >= 1 and self.attn_window % 2 == 1
         ):
             _fail("attn_window", self.attn_window, "None (full attention) or an odd int >= 1")
+        if not isinstance(self.causal, bool):
+            _fail("causal", self.causal, "True or False")
+        if self.causal and (self.attn_window is not None or self.grid is not None):
+            # A centred NATTEN window shifted inward at borders has no agreed causal form.
+            _fail("causal", self.causal, "False with a local attn_window or a 2-D grid "
+                  f"(got attn_window={self.attn_window!r}, grid={self.grid!r}); causal attention is full "
+                  "attention over a 1-D sequence")
         if self.d_model % self.n_heads:
             _fail("n_heads", self.n_heads, f"a divisor of d_model={self.d_model}")
         axes = 1 if self.grid is None else len(self.grid)

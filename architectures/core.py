@@ -32,7 +32,11 @@ Deviations from the official code, on purpose:
   so one map F(h, e) is iterated. For layers_per_loop=1 and h0 = e the first
   step equals the official loop 1 (then q = N(e) = N(z)); for more layers it
   differs. Its norms inside the layers are the block's pre-norm (with gain;
-  official: parameter-free); attention is non-causal (official: causal LM).
+  official: parameter-free); attention is non-causal unless config.causal
+  (official: causal LM).
+- config.causal masks attention to keys j <= i in every arch (fully_looped's
+  injected attention too); everything else in a step and the readout acts
+  per token, so logits at i never depend on inputs after i.
 - Local attention has NATTEN's border semantics (official: NATTEN na1d/na2d,
   kernel 5) but runs on SDPA: a dense bool mask for short sequences, tiles
   for long ones (neighborhood.py).

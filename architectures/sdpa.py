@@ -41,13 +41,16 @@ def needs_math_sdpa() -> bool:
     return in_func or in_forward_ad
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    """Non-causal softmax(q k^T / sqrt(head_dim) + mask) v.
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
+    """softmax(q k^T / sqrt(head_dim) + mask) v; causal: query i sees keys j <= i only.
 
     q (..., n_q, head_dim), k and v (..., n_k, head_dim), mask None or bool
     broadcastable to (..., n_q, n_k) (True = may attend) -> (..., n_q, head_dim).
+    causal needs mask None (SDPA takes one or the other).
     """
+    if causal and mask is not None:
+        raise ValueError("attend: causal=True takes no mask (SDPA's is_causal excludes attn_mask)")
     if torch.compiler.is_compiling() or not needs_math_sdpa():
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     with sdpa_kernel(SDPBackend.MATH):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)

@@ -258,12 +258,14 @@ class TrainConfig:
         return self.shift_max_steps or self.total_steps // 2
 
     def core_config(self, in_dim: int, out_dim: int, grid: tuple[int, ...] | None,
-                    task_window: int | None) -> CoreConfig:
+                    task_window: int | None, causal: bool = False) -> CoreConfig:
         """The CoreConfig of this config's core for a task's dimensions, token grid (None: a
-        sequence) and default attention window. Raises ValueError (from CoreConfig)."""
+        sequence), default attention window and causality (next-token tasks). Raises
+        ValueError (from CoreConfig)."""
         window = task_window if self.attn_window == "task" else (None if self.attn_window == "full" else self.attn_window)
         core = {key: getattr(self, key) for key in CORE_KEYS}
-        return CoreConfig(**core, in_dim=in_dim, out_dim=out_dim, grid=grid, attn_window=window, init_seed=self.seed)
+        return CoreConfig(**core, in_dim=in_dim, out_dim=out_dim, grid=grid, attn_window=window, causal=causal,
+                          init_seed=self.seed)
 
     # ---- conversion -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -401,11 +403,12 @@ def resolve_precision(precision: str, device_type: str) -> str:
 def core_config_for(cfg: TrainConfig, task: Any) -> CoreConfig:
     """The architectures.CoreConfig that `cfg` describes for `task`.
 
-    task: a tasks object (in_dim, out_dim, attn_window, ladder(), grid(level)).
+    task: a tasks object (in_dim, out_dim, attn_window, causal, ladder(), grid(level)).
     Raises ValueError (from CoreConfig), e.g. for a head size the task's grid cannot rotate.
     """
     level = train_level_for(cfg, task)
-    return cfg.core_config(task.in_dim, task.out_dim, _grid_for_core(task.grid(level)), task.attn_window)
+    return cfg.core_config(task.in_dim, task.out_dim, _grid_for_core(task.grid(level)), task.attn_window,
+                           bool(getattr(task, "causal", False)))
 
 
 def _grid_for_core(grid: Any) -> Any:

@@ -15,7 +15,8 @@ Task modules: `fpstab.tasks.prefix_sum`, `fpstab.tasks.sudoku` (solver in
 `fpstab.tasks.chess` (mate search in `fpstab.tasks.mate_search`, positions from
 games in `fpstab.tasks.chess_games`, encoding and scoring in
 `fpstab.tasks.chess_encoding`, sets and validation in `fpstab.tasks.chess_data`,
-the Lichess CSV in `fpstab.tasks.lichess`).
+the Lichess CSV in `fpstab.tasks.lichess`), `fpstab.tasks.markov` (the chains in
+`fpstab.tasks.markov_chain`).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fpstab.tasks.base import LEVEL_SEP, Ladder, Provenance, Task, TaskBatch
 
-TASK_NAMES: tuple[str, ...] = ("prefix_sum", "sudoku", "chess")
+TASK_NAMES: tuple[str, ...] = ("prefix_sum", "sudoku", "chess", "markov")
 
 # name -> (module, class); imported on first use so python-chess loads only for chess.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "prefix_sum": ("fpstab.tasks.prefix_sum", "PrefixSumTask"),
     "sudoku": ("fpstab.tasks.sudoku", "SudokuTask"),
     "chess": ("fpstab.tasks.chess", "ChessTask"),
+    "markov": ("fpstab.tasks.markov", "MarkovTask"),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -46,6 +46,8 @@ class TaskBatch:
     answers: int64 (n, k, ...), every answer `Task.correct` accepts per instance, in the
     task's own layout (padded with -1), for tasks where more than the target is right;
     None where only the target is. Pass it to `correct` / `metrics` with the targets.
+    labels: per-instance tensors (n,) a task attaches for reports (markov: each
+    sequence's information content); empty for most tasks.
     """
 
     inputs: torch.Tensor
@@ -54,6 +56,7 @@ class TaskBatch:
     level: str
     seed: int
     answers: torch.Tensor | None = None
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -61,7 +64,8 @@ class TaskBatch:
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where a set came from: its key, the cache file and how long it took."""
+    """Where a set came from: its key, the cache file and how long it took.
+    variant: the task's `cache_variant` (generator options, e.g. markov's chain seed)."""
 
     task: str
     level: str
@@ -71,6 +75,7 @@ class Provenance:
     cache_path: Path | None
     from_cache: bool
     seconds: float
+    variant: str = ""
 
 
 SetT = TypeVar("SetT")
@@ -79,7 +84,9 @@ SetT = TypeVar("SetT")
 class Task(ABC, Generic[SetT]):
     """A task: generator, ladder, encoding and metrics.
 
-    Subclasses set `name`, `in_dim`, `out_dim`, `attn_window`, `version`
+    Subclasses set `name`, `in_dim`, `out_dim`, `attn_window`, `causal`
+    (True: a next-token task, whose core must not let token i read later
+    inputs), `version`
     (bump it when generation changes, it is part of the cache key) and
     `cached` (slow generators cache on disk), and implement `ladder`,
     `grid`, `_generate`, `_to_arrays`, `_from_arrays`, `encode_set`,
@@ -91,6 +98,7 @@ class Task(ABC, Generic[SetT]):
     in_dim: int
     out_dim: int
     attn_window: int | None = None
+    causal: bool = False
     version: int = 1
     cached: bool = False
 
@@ -165,6 +173,10 @@ class Task(ABC, Generic[SetT]):
         or None when only the target is right (the default)."""
         return None
 
+    def labels_of(self, data: SetT) -> dict[str, torch.Tensor]:
+        """Per-instance labels for reports, name -> tensor (n,); none by default."""
+        return {}
+
     @abstractmethod
     def summarize(self, data: SetT) -> dict[str, str]:
         """A few statistics of a set, for `fpstab data` (name -> formatted value)."""
@@ -198,7 +210,7 @@ class Task(ABC, Generic[SetT]):
         if not self.cached:
             data = self._generate(level, n, seed, workers)
             return data, Provenance(self.name, level, n, seed, self.version, None, False,
-                                    time.perf_counter() - t0)
+                                    time.perf_counter() - t0, self.cache_variant)
         key = cache.CacheKey(self.name, level, n, seed, self.version, self.cache_variant)
         arrays, path, hit = cache.load_or_build(
             key,
@@ -207,7 +219,7 @@ class Task(ABC, Generic[SetT]):
         )
         data = self._from_arrays(arrays, level, seed)
         return data, Provenance(self.name, level, n, seed, self.version, path, hit,
-                                time.perf_counter() - t0)
+                                time.perf_counter() - t0, self.cache_variant)
 
     def make(
         self, level: str, n: int, seed: int, cache_dir: str | Path | None = None
@@ -220,14 +232,14 @@ class Task(ABC, Generic[SetT]):
         larger one. Slow sets are cached under `cache_dir` (default
         $FPSTAB_CACHE or ~/.cache/fpstab). Returns TaskBatch(inputs
         (n, n_tokens, in_dim), targets (n, n_tokens), grid, level, seed,
-        answers (n, k, ...) or None: see `answers_of`).
+        answers (n, k, ...) or None: see `answers_of`; labels: see `labels_of`).
         """
         grid = self.grid(level)
         parts = self.level_parts(level)
         if len(parts) == 1:
             data, _ = self.generate_set(level, n, seed, cache_dir)
             inputs, targets = self.encode_set(data)
-            return TaskBatch(inputs, targets, grid, level, seed, self.answers_of(data))
+            return TaskBatch(inputs, targets, grid, level, seed, self.answers_of(data), self.labels_of(data))
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         k = len(parts)
@@ -237,7 +249,8 @@ class Task(ABC, Generic[SetT]):
         answers = None
         if any(b.answers is not None for b in made):
             answers = _interleave(_pad_answers([self._answer_table(b) for b in made]), n)
-        return TaskBatch(inputs, targets, grid, level, seed, answers)
+        labels = {name: _interleave([b.labels[name] for b in made], n) for name in made[0].labels}
+        return TaskBatch(inputs, targets, grid, level, seed, answers, labels)
 
     def _answer_table(self, batch: TaskBatch) -> torch.Tensor:
         if batch.answers is None:

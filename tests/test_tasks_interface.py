@@ -12,10 +12,10 @@ from fpstab.tasks import cache
 
 
 def test_task_names_and_unknown_name():
-    assert TASK_NAMES == ("prefix_sum", "sudoku", "chess")
+    assert TASK_NAMES == ("prefix_sum", "sudoku", "chess", "markov")
     for name in TASK_NAMES:
         assert get_task(name).name == name
-    with pytest.raises(ValueError, match="prefix_sum, sudoku, chess"):
+    with pytest.raises(ValueError, match="prefix_sum, sudoku, chess, markov"):
         get_task("maze")
 
 

@@ -44,7 +44,7 @@ from fpstab.train_command import add_arguments, config_from_args, runtime_from_a
         ({"d_model": 30, "n_heads": 8}, r"CoreConfig.n_heads=8 is invalid; allowed: a divisor of d_model=30"),
         ({"norm": "post"}, r"CoreConfig.norm='post' is invalid; allowed: one of \('inner', 'outer', 'both', 'peri'\)"),
         ({"arch": "fixed_depth", "layers_per_loop": 2}, r"CoreConfig.layers_per_loop=2 is invalid"),
-        ({"task": "prefix_sums"}, r"task='prefix_sums' is not one of \['prefix_sum', 'sudoku', 'chess'\]"),
+        ({"task": "prefix_sums"}, r"task='prefix_sums' is not one of \['prefix_sum', 'sudoku', 'chess', 'markov'\]"),
         ({"attn_window": 4}, r"attn_window=4 must be 'task', 'full' or an odd positive int"),
         ({"lr_milestones": [60, 30]}, r"lr_milestones=\(60, 30\) must be increasing"),
         ({"n_train": 100, "batch_size": 200}, r"batch_size=200 exceeds n_train=100"),
