@@ -23,8 +23,10 @@ Definitions (H is symmetric and indefinite in general):
 
 What is exact and what is estimated:
 - each extreme Ritz value carries its residual; some eigenvalue of H lies
-  within residual + operator noise of it (the noise: |u.Hv - v.Hu| of two
-  random unit vectors, the rounding of the products, measured);
+  within residual + operator noise of it (the noise: the rounding of the
+  products, measured by `operator_noise`: their asymmetry, their distance
+  from the other AD mode's where a cross-check is given, and at least the
+  given precision floor times max|theta|);
 - kappa needs the smallest valley |lambda|, usually interior to the
   spectrum. It is determined only when the Ritz values from each end are
   converged and consecutive down to one within [-eps, eps] (or to the other
@@ -114,13 +116,20 @@ def hvp_operator(loss_of: Callable[[Tensor], Tensor], theta: Tensor,
     return apply, loss.detach(), grad.detach()
 
 
-def operator_noise(apply: SymOperator, like: Tensor, seed: int) -> float:
-    """|u.Av - v.Au| for seeded random unit u, v (N,): the asymmetry rounding puts into the
-    products, an estimate of their absolute error on unit vectors (2 products)."""
+def operator_noise(apply: SymOperator, like: Tensor, seed: int,
+                   check: SymOperator | None = None) -> dict[str, float]:
+    """The products' rounding error on unit vectors, measured: "asymmetry" |u.Av - v.Au| for
+    seeded random unit u, v (N,) (2 products), and with `check` (H v by another route, e.g.
+    the other AD mode) "cross_check" ||Au - check(u)||, which also sees the symmetric part of
+    the rounding; "value" is the larger (the noise added to every eigenvalue's error bound)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     u, v = (torch.randn(like.numel(), generator=gen, dtype=torch.float64) for _ in range(2))
     u, v = (w.div(w.norm()).to(dtype=like.dtype, device=like.device) for w in (u, v))
-    return abs(float(torch.dot(u, apply(v)).double() - torch.dot(v, apply(u)).double()))
+    au = apply(u)
+    out = {"asymmetry": abs(float(torch.dot(u, apply(v)).double() - torch.dot(v, au).double()))}
+    if check is not None:
+        out["cross_check"] = float((au - check(u)).double().norm())
+    return {"value": max(out.values()), **out}
 
 
 # ---- the valley ------------------------------------------------------------------------------
@@ -198,7 +207,7 @@ class HessianSpectrum:
     settings: SpectrumSettings
     dim: int
     hvp: str
-    noise: float
+    noise_parts: dict[str, float]
     ends: ExtremeEigenvalues
     eps: Threshold
     quad: Quadrature
@@ -207,12 +216,17 @@ class HessianSpectrum:
     products: int
     seconds: float
 
+    @property
+    def noise(self) -> float:
+        return self.noise_parts["value"]
+
     def record(self) -> dict[str, Any]:
         entropy = self.sums["entropy"]
         log_p = math.log(self.dim) if self.dim > 1 else math.nan
         return {
             "schema": HESSIAN_SCHEMA, "dim": self.dim, "settings": asdict(self.settings), "hvp": self.hvp,
-            "operator_noise": self.noise, "products": self.products, "seconds": self.seconds,
+            "operator_noise": self.noise, "operator_noise_parts": self.noise_parts, "products": self.products,
+            "seconds": self.seconds,
             "lanczos": {"steps": self.ends.steps, "invariant": self.ends.invariant, "norm_estimate": self.ends.norm},
             "largest": _ends_record(self.ends.largest.value, self.ends.largest.details["residual"], self),
             "smallest": _ends_record(self.ends.smallest.value, self.ends.smallest.details["residual"], self),
@@ -266,27 +280,38 @@ def spectral_sums(quad: Quadrature, eps: float, tol: float) -> dict[str, Spectra
     }
 
 
-def hessian_spectrum(apply: SymOperator, like: Tensor, settings: SpectrumSettings,
-                     hvp: str = "double-backward") -> HessianSpectrum:
+def hessian_spectrum(apply: SymOperator, like: Tensor, settings: SpectrumSettings, hvp: str = "double-backward",
+                     check: SymOperator | None = None, floor: float = 0.0) -> HessianSpectrum:
     """Read the Hessian behind `apply` (v -> H v on vectors like `like`, (P,)).
 
-    Costs 2 + (Lanczos steps, at most settings.steps) + probes * slq_steps products.
+    check: optional H v by another route, for the noise estimate (`operator_noise`).
+    floor: the relative rounding of the products where their precision is known to be lower
+    than like's (e.g. the machine epsilon of a float32 loss inside a float64 probe). The noise
+    is at least max(floor, sqrt(P) * eps(like's dtype)) * max|theta| ("rounding_floor"): the
+    rounding of a length-P inner product, which no measurement of a product can show.
+    Costs 2 (+1 of check) + (Lanczos steps, at most settings.steps) + probes * slq_steps products.
     """
     began = time.perf_counter()
-    noise = operator_noise(apply, like, settings.seed)
-    gen = torch.Generator(device="cpu").manual_seed(settings.seed + 1)
-    v0 = torch.randn(like.numel(), generator=gen, dtype=torch.float64).to(dtype=like.dtype, device=like.device)
+    measured = operator_noise(apply, like, settings.seed, check)
+    floor = max(floor, like.numel() ** 0.5 * torch.finfo(like.dtype).eps)
+
+    def noise_at(ends: ExtremeEigenvalues) -> float:
+        return max(measured["value"], floor * ends.norm)
 
     def valley_resolved(ends: ExtremeEigenvalues) -> bool:
-        eps = threshold(settings, ends, noise)
-        return valley_condition(ends, eps, noise, settings.tol)["status"] == "determined"
+        eps = threshold(settings, ends, noise_at(ends))
+        return valley_condition(ends, eps, noise_at(ends), settings.tol)["status"] == "determined"
 
+    gen = torch.Generator(device="cpu").manual_seed(settings.seed + 1)
+    v0 = torch.randn(like.numel(), generator=gen, dtype=torch.float64).to(dtype=like.dtype, device=like.device)
     # Lanczos goes on past the k extreme eigenvalues until kappa is resolved or the steps run out.
     ends = extreme_eigenvalues(apply, v0, settings.k, settings.steps, settings.tol, until=valley_resolved)
+    noise = noise_at(ends)
+    parts = {**measured, "rounding_floor": floor * ends.norm, "value": noise}
     eps = threshold(settings, ends, noise)
     quad = slq(apply, like, settings.probes, settings.slq_steps, settings.seed + 2)
     sums = spectral_sums(quad, eps.value, settings.slq_tol)
     kappa = valley_condition(ends, eps, noise, settings.tol)
-    products = 2 + ends.largest.products + quad.products
-    return HessianSpectrum(settings, like.numel(), hvp, noise, ends, eps, quad, sums, kappa, products,
+    products = 2 + (check is not None) + ends.largest.products + quad.products
+    return HessianSpectrum(settings, like.numel(), hvp, parts, ends, eps, quad, sums, kappa, products,
                            time.perf_counter() - began)

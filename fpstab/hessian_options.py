@@ -21,8 +21,8 @@ class HessianOptions:
     """What the Hessian of the training loss is read from, and how hard."""
 
     hessian_every: int = field(default=0, metadata=option(
-        "record the training loss's Hessian spectrum into RUN/hessian.jsonl at step 0 and every K optimizer "
-        "steps (0: never)", low=0))
+        "record the training loss's Hessian spectrum into RUN/hessian.jsonl at step 0, every K optimizer "
+        "steps and the last step (0: never)", low=0))
     hessian_samples: int = field(default=64, metadata=option(
         "samples the Hessian's loss is taken over (training: the first N of the training set, the same for "
         "every record)", low=1))

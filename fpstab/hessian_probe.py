@@ -63,9 +63,14 @@ def hessian_record(core: nn.Module, task: Any, cfg: Any, x: Tensor, y: Tensor, o
     fused ones have no double backward); the core's weights and gradients are untouched.
     """
     loss_of, theta = flat_loss(core, task, cfg, x, y, looped)
+    other = "forward-over-reverse" if hvp == "double-backward" else "double-backward"
     with sdpa_kernel(SDPBackend.MATH), torch.autocast(device_type=x.device.type, enabled=False):
         apply, loss, grad = hvp_operator(loss_of, theta.to(x.dtype), hvp)
-        spec = hessian_spectrum(apply, theta.to(x.dtype), SpectrumSettings(**opts.spectrum_settings()), hvp)
+        check = hvp_operator(loss_of, theta.to(x.dtype), other)[0]  # the noise estimate's cross-check
+        # the task loss may round in a lower precision than the probe's (float32 cross-entropy)
+        floor = torch.finfo(loss.dtype).eps if loss.dtype.is_floating_point else 0.0
+        spec = hessian_spectrum(apply, theta.to(x.dtype), SpectrumSettings(**opts.spectrum_settings()), hvp, check,
+                                floor=max(floor, torch.finfo(x.dtype).eps))
     iters = cfg.train_iters if looped else 1
     return {**spec.record(), "loss": {
         "what": f"task loss after {iters} loop iteration(s) from h0, all differentiated "
@@ -75,7 +80,8 @@ def hessian_record(core: nn.Module, task: Any, cfg: Any, x: Tensor, y: Tensor, o
 
 
 class HessianLog:
-    """RUN/hessian.jsonl during training: one record at step 0 and every K optimizer steps.
+    """RUN/hessian.jsonl during training: one record at step 0, every K optimizer steps and at the
+    last step.
 
     The loss is taken on the first `hessian_samples` training samples, the
     same batch for every record. Resume-safe: records after the resumed
@@ -97,10 +103,11 @@ class HessianLog:
         n = min(opts.hessian_samples, batches.inputs.shape[0])
         return HessianLog(run.out / HESSIAN_FILE, opts, batches.inputs[:n], batches.targets[:n], run.step)
 
-    def at(self, run: Any) -> None:
-        """Record the Hessian at run.step when it is due and not yet recorded."""
+    def at(self, run: Any, final: bool = False) -> None:
+        """Record the Hessian at run.step when it is due (every K steps, and at the end of
+        training: `final`) and not yet recorded."""
         step = run.step
-        if step % self.opts.hessian_every or step in self.steps:
+        if (step % self.opts.hessian_every and not final) or step in self.steps:
             return
         began = time.perf_counter()
         rec = hessian_record(run.core, run.task, run.cfg, self.x.float(), self.y, self.opts, run.looped)

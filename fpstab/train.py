@@ -267,7 +267,7 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
             if ended is not None:
                 return ended
     if hessian is not None:
-        hessian.at(run)
+        hessian.at(run, final=True)
     return _finish(run)
 
 
