@@ -171,17 +171,19 @@ def _hessian_lines(run: Path) -> list[dict[str, object]]:
 
 
 def test_train_records_every_k_steps_resume_safe_and_leaves_training_alone(tmp_path: Path) -> None:
-    """8 steps, K = 3: records at steps 0, 3, 6, 8. A run killed at step 7 (checkpoint at 4,
-    records 0, 3, 6 written) and resumed holds the same records, once each; the trained weights
-    equal those of a run without the probe."""
-    _tiny_train(tmp_path / "whole", hessian_every=3)
+    """8 steps, K = 2: records at steps 0, 2, 4, 6, 8. A run killed at step 7 (checkpoint at 4,
+    records 0, 2, 4, 6 written) and resumed holds the same records, once each (6 is dropped and
+    written again, 4 is kept); the trained weights equal those of a run without the probe."""
+    _tiny_train(tmp_path / "whole", hessian_every=2)
     with pytest.raises(RunKilled):
-        _tiny_train(tmp_path / "killed", hessian_every=3, stop_after_steps=7)
-    assert [r["step"] for r in _hessian_lines(tmp_path / "killed")] == [0, 3, 6]
-    _tiny_train(tmp_path / "killed", hessian_every=3)
+        _tiny_train(tmp_path / "killed", hessian_every=2, stop_after_steps=7)
+    assert [r["step"] for r in _hessian_lines(tmp_path / "killed")] == [0, 2, 4, 6]
+    with (tmp_path / "killed" / HESSIAN_FILE).open("a") as f:
+        f.write('{"kind": "hessian", "step": 6, "torn')  # a kill mid-line
+    _tiny_train(tmp_path / "killed", hessian_every=2)
     _tiny_train(tmp_path / "plain")
     whole, killed = _hessian_lines(tmp_path / "whole"), _hessian_lines(tmp_path / "killed")
-    assert [r["step"] for r in whole] == [r["step"] for r in killed] == [0, 3, 6, 8]
+    assert [r["step"] for r in whole] == [r["step"] for r in killed] == [0, 2, 4, 6, 8]
     for a, b in zip(whole, killed):
         assert a["largest"]["eigenvalues"][0]["value"] == pytest.approx(b["largest"]["eigenvalues"][0]["value"],
                                                                         rel=1e-5)
