@@ -10,6 +10,11 @@ per-iteration contributions g(1..K) within one step), with d_i = g_{i+1} - g_i:
                       monotone or smooth series, ~2/3 for independent noise, 1 for a strict zigzag
     cv                std(g) / mean(g) (population std)
     rel_step          mean |d_i| / mean(g): the typical step-to-step jump relative to the level
+    max_over_median   max(g) / median(g): the largest spike relative to the typical value
+    log_jump          mean |log(g_{i+1} / g_i)| (positive values only): the typical factor
+                      between successive values, exp(log_jump), independent of the level
+A trend (gradient norms often grow 100-fold while a model learns) inflates cv and
+max_over_median, so run_summary measures the gradient series over the last part of training only.
 """
 
 from __future__ import annotations
@@ -39,12 +44,16 @@ def oscillation(series: Sequence[float]) -> dict[str, float | int | None]:
     """n, sign_change_rate, cv and rel_step of a series (module docstring); None where undefined
     (fewer than 3 finite values for the sign changes, 2 for the rest, or a zero mean)."""
     g = np.array([v for v in series if v is not None and math.isfinite(v)], dtype=float)
-    out: dict[str, float | int | None] = {"n": int(g.size), "sign_change_rate": None, "cv": None, "rel_step": None}
+    out: dict[str, float | int | None] = {"n": int(g.size), "sign_change_rate": None, "cv": None, "rel_step": None,
+                                          "max_over_median": None, "log_jump": None}
     if g.size < 2 or g.mean() == 0:
         return out
     d = np.diff(g)
     out["cv"] = float(g.std() / g.mean())
+    out["max_over_median"] = float(g.max() / np.median(g)) if np.median(g) > 0 else None
     out["rel_step"] = float(np.abs(d).mean() / g.mean())
+    if (g > 0).all():
+        out["log_jump"] = float(np.abs(np.diff(np.log(g))).mean())
     signs = np.sign(d)
     pairs = [(a, b) for a, b in zip(signs[:-1], signs[1:]) if a != 0 and b != 0]
     if pairs:
@@ -64,14 +73,15 @@ def block_groups(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return [g for g in records[0]["grad_norm"] if g.startswith("blocks.") and g.count(".") == 1]
 
 
-def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def run_summary(records: Sequence[Mapping[str, Any]], tail: float = 0.5) -> dict[str, Any]:
     """Residual growth and gradient oscillation of one run's records.
 
     stream_norm_first / _last: the per-iteration stream norms of the first and last record;
     stream_growth: the largest stream_norm[K-1] / stream_norm[0] over the records; stream_max:
     the largest stream norm of any iteration and record; grad_oscillation: oscillation() of each
-    block's gradient-norm series over the steps; loop_sign_change_rate: per block, the mean over
-    records of the sign-change rate of its per-iteration contributions (None when K < 3).
+    block's gradient-norm series over the last `tail` fraction of the records (steps given in
+    grad_oscillation_steps); loop_sign_change_rate: per block, the mean over all records of the
+    sign-change rate of its per-iteration contributions (None when K < 3).
     """
     if not records:
         raise ValueError("no loop_diagnostics records (train with --loop-diagnostics-every N)")
@@ -79,6 +89,7 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     finite = [v for s in streams for v in s if math.isfinite(v)]
     growth = [s[-1] / s[0] for s in streams if s[0] > 0 and math.isfinite(s[-1])]
     blocks = block_groups(records)
+    late = records[min(len(records) - 1, int(len(records) * (1 - tail))):]
     loop_rates = {}
     for b in blocks:
         rates = [oscillation(r["loop_grad_norm"][b])["sign_change_rate"] for r in records]
@@ -88,7 +99,8 @@ def run_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "stream_norm_first": streams[0], "stream_norm_last": streams[-1],
             "stream_growth": max(growth) if growth else None, "stream_max": max(finite) if finite else None,
             "state_norm_last": records[-1]["state_norm"],
-            "grad_oscillation": {b: oscillation(gradient_series(records, b)) for b in blocks},
+            "grad_oscillation": {b: oscillation(gradient_series(late, b)) for b in blocks},
+            "grad_oscillation_steps": [late[0]["step"], late[-1]["step"]],
             "loop_sign_change_rate": loop_rates}
 
 

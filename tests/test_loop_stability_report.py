@@ -21,6 +21,7 @@ def test_oscillation_statistics() -> None:
     assert zigzag["sign_change_rate"] == 1.0 and zigzag["n"] == 6
     assert zigzag["cv"] == pytest.approx(0.5)  # mean 2, population std 1
     assert zigzag["rel_step"] == pytest.approx(1.0)  # |d| = 2 everywhere
+    assert oscillation([1, 1, 1, 9, 1])["max_over_median"] == 9.0
     smooth = oscillation([1, 2, 4, 8, 16])
     assert smooth["sign_change_rate"] == 0.0
     once = oscillation([1, 2, 3, 2, 1])  # up, up, down, down: one change in three pairs
@@ -42,12 +43,15 @@ def records(k: int = 3) -> list[dict]:
 def test_run_summary() -> None:
     recs = diagnostic_records(records())
     assert [r["step"] for r in recs] == [5, 10, 15]
-    s = run_summary(recs)
+    s = run_summary(recs, tail=1.0)
     assert s["stream_norm_first"] == [2.0, 4.0, 6.0] and s["stream_norm_last"] == [4.0, 8.0, 12.0]
     assert s["stream_growth"] == 3.0 and s["stream_max"] == 12.0
     assert list(s["grad_oscillation"]) == ["blocks.0"]  # whole blocks only
     assert s["grad_oscillation"]["blocks.0"]["sign_change_rate"] == 1.0  # 2, 1, 4
     assert s["loop_sign_change_rate"] == {"blocks.0": 1.0}
+    late = run_summary(recs)  # the last half: steps 10 and 15
+    assert late["grad_oscillation_steps"] == [10, 15] and late["grad_oscillation"]["blocks.0"]["n"] == 2
+    assert late["grad_oscillation"]["blocks.0"]["log_jump"] == pytest.approx(math.log(4))
     with pytest.raises(ValueError, match="no loop_diagnostics records"):
         run_summary([])
 
