@@ -81,7 +81,9 @@ def run_summary(records: Sequence[Mapping[str, Any]], tail: float = 0.5) -> dict
     the largest stream norm of any iteration and record; grad_oscillation: oscillation() of each
     block's gradient-norm series over the last `tail` fraction of the records (steps given in
     grad_oscillation_steps); loop_sign_change_rate: per block, the mean over all records of the
-    sign-change rate of its per-iteration contributions (None when K < 3).
+    sign-change rate of its per-iteration contributions (None when K < 3); backward_growth: the
+    median over the same late records of |dL/dh(1)| / |dL/dh(K)|, how the backward signal grows
+    from the last iteration to the first (1 for K = 1).
     """
     if not records:
         raise ValueError("no loop_diagnostics records (train with --loop-diagnostics-every N)")
@@ -101,7 +103,13 @@ def run_summary(records: Sequence[Mapping[str, Any]], tail: float = 0.5) -> dict
             "state_norm_last": records[-1]["state_norm"],
             "grad_oscillation": {b: oscillation(gradient_series(late, b)) for b in blocks},
             "grad_oscillation_steps": [late[0]["step"], late[-1]["step"]],
+            "backward_growth": _median_ratio([r["state_grad_norm"] for r in late]),
             "loop_sign_change_rate": loop_rates}
+
+
+def _median_ratio(series: Sequence[Sequence[float]]) -> float | None:
+    ratios = [s[0] / s[-1] for s in series if s[-1] > 0 and math.isfinite(s[0])]
+    return float(np.median(ratios)) if ratios else None
 
 
 def _panels(runs: Mapping[tuple[str, Any], Sequence[Mapping[str, Any]]], rows: Sequence[str], cols: Sequence[Any],

@@ -35,6 +35,7 @@ def records(k: int = 3) -> list[dict]:
     for step, scale in ((10, 1.0), (5, 2.0), (15, 4.0)):  # out of order: sorted by step
         out.append({"kind": "loop_diagnostics", "step": step, "iters": k,
                     "stream_norm": [scale * (t + 1) for t in range(k)], "state_norm": [2.0] * k,
+                    "state_grad_norm": [scale * 3, 2.0, scale],
                     "grad_norm": {"embed": 1.0, "blocks.0": scale, "blocks.0.attn": scale, "head": 1.0},
                     "loop_grad_norm": {"blocks.0": [1.0, 2.0, 1.0][:k], "blocks.0.attn": [1.0] * k}})
     return [{"kind": "train", "step": 5}] + out
@@ -52,6 +53,7 @@ def test_run_summary() -> None:
     late = run_summary(recs)  # the last half: steps 10 and 15
     assert late["grad_oscillation_steps"] == [10, 15] and late["grad_oscillation"]["blocks.0"]["n"] == 2
     assert late["grad_oscillation"]["blocks.0"]["log_jump"] == pytest.approx(math.log(4))
+    assert late["backward_growth"] == 3.0
     with pytest.raises(ValueError, match="no loop_diagnostics records"):
         run_summary([])
 
