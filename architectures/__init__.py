@@ -6,7 +6,7 @@ from .config import ARCHS, INIT_STATES, NORMS, ONE_PASS_ARCHS, RECALLS, RESIDUAL
 
 # The modules load on first use: the config is plain Python, so a command line can read and
 # validate a CoreConfig without importing torch (seconds) first.
-_MODEL_NAMES = ("Core", "FullyLoopedCore", "build_core")
+_MODEL_NAMES = ("Core", "FullyLoopedCore", "LoopNormCore", "build_core")
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +18,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["ARCHS", "INIT_STATES", "NORMS", "ONE_PASS_ARCHS", "RECALLS", "RESIDUALS", "CoreConfig", "Core",
-           "FullyLoopedCore", "build_core"]
+           "FullyLoopedCore", "LoopNormCore", "build_core"]

@@ -118,15 +118,21 @@ class Block(nn.Module):
         self.post_norm = RMSNorm(d, gain=False) if norm in ("outer", "both") else nn.Identity()
         self.residual = GRUResidual(d) if cfg.residual == "gru" else AddResidual()
 
-    def branch(self, s: Tensor, e: Tensor, f: nn.Module) -> Tensor:
+    def branch_sum(self, s: Tensor, e: Tensor, f: nn.Module) -> Tensor:
+        """The branch's residual update before the post-norm."""
         z = self.pre_norm(s)
         if self.placement == "internal":
             z = self.recall(z, e)
-        u = self.peri_norm(f(z))
-        return self.post_norm(self.residual(u, s))
+        return self.residual(self.peri_norm(f(z)), s)
 
-    def forward(self, s: Tensor, e: Tensor) -> Tensor:
+    def forward_stream(self, s: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        """(the block's output, the residual stream of its MLP branch before the post-norm);
+        without a post-norm ("inner", "peri") the two are the same tensor."""
         if self.placement == "external":
             s = self.recall(s, e)
-        s = self.branch(s, e, self.attn)
-        return self.branch(s, e, self.mlp)
+        s = self.post_norm(self.branch_sum(s, e, self.attn))
+        stream = self.branch_sum(s, e, self.mlp)
+        return self.post_norm(stream), stream
+
+    def forward(self, s: Tensor, e: Tensor) -> Tensor:
+        return self.forward_stream(s, e)[0]

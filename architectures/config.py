@@ -15,7 +15,10 @@ from typing import Any
 ARCHS = ("no_recall", "standard_recall", "internal_recall", "fixed_depth", "single_attn", "fully_looped")
 # One-pass baselines: their map is applied once, so they have no fixed point to iterate to.
 ONE_PASS_ARCHS = ("fixed_depth", "single_attn")
-NORMS = ("inner", "outer", "both", "peri")  # pre, post, sandwich, peri
+NORMS = ("inner", "outer", "both", "peri", "loop")  # pre, post, sandwich, peri, around the loop
+# "loop" wraps a whole loop iteration (its recall and all its blocks), so only archs whose
+# iteration is a plain stack of blocks take it.
+LOOP_NORM_ARCHS = ("no_recall", "standard_recall")
 RECALLS = ("linear", "add", "concat")
 RESIDUALS = ("add", "gru")
 INIT_STATES = ("embedding", "zeros", "random")
@@ -25,7 +28,8 @@ CHOICES: dict[str, tuple[str, ...]] = {"arch": ARCHS, "norm": NORMS, "recall": R
 # What each key is, for the command lines that offer CoreConfig keys as flags (fpstab train).
 KEY_HELP: dict[str, str] = {
     "arch": "looped core, or a one-pass baseline (fixed_depth, single_attn)",
-    "norm": "normalization placement: inner (pre-norm), outer (post-norm), both (sandwich), peri",
+    "norm": "normalization placement: inner (pre-norm), outer (post-norm), both (sandwich), peri, "
+            "loop (pre-norm blocks; the state normalized where each loop iteration starts and ends: Fu et al.'s LT)",
     "recall": "recall map R(s, e) that mixes the input embedding e into each iteration: linear (W_x s + W_e e), add (s + e), concat ([s; e])",
     "residual": "residual update of the state: add, or a GRU gate",
     "d_model": "width of the state and the blocks (a multiple of n_heads)",
@@ -50,6 +54,18 @@ WHY_NOT: dict[str, str] = {
     "residual": "Fu et al.'s layers add",
     "layers_per_loop": "its one pass has `depth` untied blocks",
     "depth": "only fixed_depth stacks untied blocks",
+}
+
+
+# Fu et al. 2026 (arXiv 2605.18797, github.com/FuRuF-11/FullyLoopedTransformer)'s variants as
+# CoreConfig keys, for layers_per_loop = L layers per iteration; their equations: architectures.core.
+#   LT:   h(t) = N(Stack(h(t-1))), h(0) = N(x0)
+#   LT_i: h(t) = N(Stack(N(x0 + h(t-1))))       (additive input injection)
+#   FLT:  z = N(x0); per layer z <- z + Attn(q=N(h(t-1)), kv=N(z)), z <- z + MLP(N(z)); h(t) = N(z_L)
+FU_VARIANTS: dict[str, dict[str, str]] = {
+    "LT": {"arch": "no_recall", "norm": "loop"},
+    "LT_i": {"arch": "standard_recall", "norm": "loop", "recall": "add"},
+    "FLT": {"arch": "fully_looped"},
 }
 
 
@@ -123,6 +139,9 @@ class CoreConfig:
             _fail("n_heads", self.n_heads,
                   f"a value whose head_dim = d_model/n_heads = {self.d_model // self.n_heads} is a multiple of "
                   f"2 * {axes} (RoPE rotates pairs of channels per position axis)")
+        if self.norm == "loop" and self.arch not in LOOP_NORM_ARCHS:
+            _fail("norm", self.norm, f"one of {NORMS[:-1]} for arch={self.arch!r}; 'loop' normalizes a whole "
+                  f"loop iteration and is read only by arch in {LOOP_NORM_ARCHS}")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for key, archs in APPLIES_TO.items():
             if self.arch not in archs and getattr(self, key) != defaults[key]:

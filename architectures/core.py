@@ -17,16 +17,35 @@ deepthinking/models/transformer.py; Fu et al. 2026, arXiv 2605.18797; Gong et al
 - fully_looped:     Fu et al.: z = N(e); per layer z <- z + Attn(q=N(h), kv=N(z)),
                     z <- z + MLP(N(z)); h' = N(z_L). No parameters beyond the
                     pre-norm block's.
+- norm="loop" (no_recall, standard_recall): pre-norm blocks and a gain-free N
+                    around the whole iteration, z = N(R(h, e)) (R once per
+                    iteration, the identity for no_recall), z <- Block(z) per
+                    layer, h' = N(z_L). no_recall is Fu et al.'s LT, h(t) =
+                    N(Stack(h(t-1))) with h(0) = N(x0): from h0 = e the first
+                    step is N(Stack(N(e))), and later ones read N(h) = h (h is
+                    on the RMS-1 sphere already; up to RMSNorm's eps).
+                    standard_recall with recall="add" is their LT_i, loop input
+                    N(x0 + h(t-1)): from h0 = zeros (or h0 = e, as N(2e) = N(e))
+                    the first step is their plain first loop N(Stack(N(x0))).
+                    `architectures.config.FU_VARIANTS` names the settings.
+
+Where the state is normalized, `step_stream` also returns the residual stream
+before that last normalization (Fu et al.'s per-loop "hidden norm" is its
+token norm), for diagnostics; `step` is its first output.
 
 Deviations from the official code, on purpose:
 - The norm that normalizes the loop state (outer/post and sandwich output
-  norms, fully_looped's restart N(e) and final N(z_L)) has no learnable gain,
+  norms, norm="loop"'s entry and exit norms, fully_looped's restart N(e) and
+  final N(z_L)) has no learnable gain,
   so every token of the state has RMS exactly 1 for any weights: "outer
   normalization" is then a projection onto the sphere, as the theory needs.
   The official RMSNorms all have gains (FastRMSNorm(nn.RMSNorm)). Branch
   norms (pre, peri, QK, readout) keep gains.
 - QK-norm is applied before RoPE (official: RoPE, then QK-norm with gains,
   which breaks exact relative-position dependence once the gains move).
+- Fu et al.'s variants (LT, LT_i, FLT) use no learnable gains anywhere, causal
+  attention and a ReLU^2 MLP; here the blocks are the pre-norm blocks above.
+  Their LT_ia and FLT_res ablations are not built.
 - fully_looped: the official first loop is plain self-attention (no h yet);
   here every step, the first included, queries N(h) with h0 = init_state(e),
   so one map F(h, e) is iterated. For layers_per_loop=1 and h0 = e the first
@@ -50,7 +69,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import RMSNorm, position_shape
-from .block import Block
+from .block import Block, Recall
 from .config import INIT_STATES, ONE_PASS_ARCHS, CoreConfig
 
 _PLACEMENT = {"no_recall": "none", "standard_recall": "external", "internal_recall": "internal",
@@ -101,10 +120,16 @@ class Core(nn.Module):
 
     def step(self, h: Tensor, e: Tensor) -> Tensor:
         """One loop iteration: h, e (B, n, d) -> h' (B, n, d)."""
+        return self.step_stream(h, e)[0]
+
+    def step_stream(self, h: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        """(h', the residual stream at the end of the iteration before the state's normalization), both
+        (B, n, d). Where nothing normalizes the state (norm inner or peri) the stream is h' itself; for
+        norm outer or both it is the last branch's s + f(...) before its post-norm."""
         self._check_state(h, e)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             h = block(h, e)
-        return h
+        return self.blocks[-1].forward_stream(h, e)
 
     def readout(self, h: Tensor) -> Tensor:
         """h (B, n, d) -> logits (B, n, out_dim): RMSNorm -> Linear(d, d) -> GELU -> Linear(d, out_dim)."""
@@ -135,8 +160,9 @@ class Core(nn.Module):
             sfx = "" if i == 0 else f".{i}"
             mats = dict(zip(("W_Q", "W_K", "W_V"), block.attn.qkv.weight.split(self.config.d_model)))
             mats.update(W_O=block.attn.proj.weight, W_1=block.mlp.fc1.weight, W_2=block.mlp.fc2.weight)
-            if block.recall is not None and block.recall.kind == "linear":
-                mats.update(W_x=block.recall.W_x.weight, W_e=block.recall.W_e.weight)
+            recall = block.recall if block.recall is not None else getattr(self, "recall", None) if i == 0 else None
+            if recall is not None and recall.kind == "linear":
+                mats.update(W_x=recall.W_x.weight, W_e=recall.W_e.weight)
             out.update({k + sfx: v for k, v in mats.items()})
         return out
 
@@ -153,20 +179,41 @@ class FullyLoopedCore(Core):
         super().__init__(cfg, [Block(cfg, "none", norm="inner") for _ in range(cfg.layers_per_loop)])
         self.state_norm = RMSNorm(cfg.d_model, gain=False)
 
-    def step(self, h: Tensor, e: Tensor) -> Tensor:
-        """h, e (B, n, d) -> h' = N(z_L), every token at RMS 1."""
+    def step_stream(self, h: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        """h, e (B, n, d) -> (h' = N(z_L), every token at RMS 1; the residual stream z_L)."""
         self._check_state(h, e)
         z = self.state_norm(e)
         for block in self.blocks:
             z = z + block.attn(block.pre_norm(h), kv=block.pre_norm(z))
             z = z + block.mlp(block.pre_norm(z))
-        return self.state_norm(z)
+        return self.state_norm(z), z
+
+
+class LoopNormCore(Core):
+    """norm="loop": pre-norm blocks, the state normalized where the iteration starts (after the
+    recall, applied once per iteration) and where it ends; no_recall is Fu et al.'s LT, standard_recall
+    with recall="add" their LT_i."""
+
+    def __init__(self, cfg: CoreConfig):
+        super().__init__(cfg, [Block(cfg, "none", norm="inner") for _ in range(cfg.layers_per_loop)])
+        self.recall = Recall(cfg.recall, cfg.d_model, external=True) if cfg.arch == "standard_recall" else None
+        self.state_norm = RMSNorm(cfg.d_model, gain=False)
+
+    def step_stream(self, h: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        """h, e (B, n, d) -> (h' = N(z_L), every token at RMS 1; the residual stream z_L)."""
+        self._check_state(h, e)
+        z = self.state_norm(h if self.recall is None else self.recall(h, e))
+        for block in self.blocks:
+            z = block(z, e)
+        return self.state_norm(z), z
 
 
 def build_core(cfg: CoreConfig) -> Core:
     """The nn.Module for `cfg` (see the module docstring for every arch)."""
     if cfg.arch == "fully_looped":
         return FullyLoopedCore(cfg)
+    if cfg.norm == "loop":
+        return LoopNormCore(cfg)
     n_blocks = cfg.depth if cfg.arch == "fixed_depth" else cfg.layers_per_loop
     return Core(cfg, [Block(cfg, _PLACEMENT[cfg.arch], norm=cfg.norm) for _ in range(n_blocks)])
 

@@ -41,7 +41,7 @@ PAPER_LR_GRID: dict[str, tuple[float, ...]] = {
     "sudoku": (3e-4, 1e-3, 3e-3),
 }
 
-GRAD_MODES: tuple[str, ...] = ("progressive", "implicit", "phantom")
+GRAD_MODES: tuple[str, ...] = ("progressive", "unrolled", "implicit", "phantom")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 SOLVERS: tuple[str, ...] = ("anderson", "broyden", "iterate")
 
@@ -127,7 +127,9 @@ class TrainConfig:
         / warmup_epochs) while e + 1 < warmup_epochs, else 1 (the official
         code's exponential warm-up, stepped per epoch: fpstab.protocol.lr_at).
     Loss: grad_mode "progressive" uses the progressive loss with weight alpha
-        (fpstab.protocol.progressive_depths); "implicit" solves to a fixed
+        (fpstab.protocol.progressive_depths); "unrolled" runs train_iters
+        iterations from h0, all with gradients, with the loss on the last
+        (Fu et al. 2026's END loss; alpha must stay 1); "implicit" solves to a fixed
         point and backpropagates by the implicit function theorem; "phantom"
         solves likewise, then backpropagates through phantom_steps damped steps.
     """
@@ -224,6 +226,9 @@ class TrainConfig:
             if isinstance(self.train_level, bool) or not isinstance(self.train_level, (int, str)):
                 raise ValueError(f"train_level={self.train_level!r} must be a ladder level name or None")
             object.__setattr__(self, "train_level", str(self.train_level))  # ladder levels are strings
+        if self.grad_mode == "unrolled" and self.alpha != 1.0:
+            raise ValueError(f"alpha={self.alpha} must be 1 with grad_mode='unrolled' (its loss already sees all "
+                             "train_iters iterations); alpha weighs the progressive loss only")
         if self.batch_size > self.n_train:
             raise ValueError(f"batch_size={self.batch_size} exceeds n_train={self.n_train}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -327,7 +332,7 @@ def preset_note(key: str) -> str:
 # Options of a run that change its speed or its output, not its numbers. The persisted ones are
 # recorded in the run's config.json ("runtime") and reused by --resume unless given again.
 PERSISTED_RUNTIME: tuple[str, ...] = ("device", "threads", "compile", "activation_checkpointing", "log_every",
-                                      "print_every", "data_cache", *HESSIAN_KEYS)
+                                      "print_every", "data_cache", *HESSIAN_KEYS, "loop_diagnostics_every")
 
 
 @dataclass(frozen=True)
@@ -346,6 +351,10 @@ class Runtime(HessianOptions):
         "~1/30 of the activation memory for one more forward per step)"))
     log_every: int = field(default=10, metadata=option("optimizer steps per metrics.jsonl train record", low=1))
     print_every: float = field(default=10.0, metadata=option("seconds between progress lines", low=0.0))
+    loop_diagnostics_every: int = field(default=0, metadata=option(
+        "every N optimizer steps, record per-iteration token norms and per-layer gradient norms in metrics.jsonl "
+        "(kind loop_diagnostics: fpstab.loop_diagnostics; one more forward and backward of train_iters iterations "
+        "on those steps); 0: off", low=0))
     data_cache: str | None = field(default=None, metadata=option(
         "cache folder for generated task data", default_text="$FPSTAB_CACHE or ~/.cache/fpstab"))
     quiet: bool = field(default=False, metadata=option("no progress lines"))

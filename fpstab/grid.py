@@ -37,6 +37,7 @@ A grid file is TOML (read with the standard library's tomllib):
     [runtime]                   # options that change speed or memory, not results
     compile = false
     activation_checkpointing = false
+    loop_diagnostics_every = 10 # fpstab.loop_diagnostics records (0: off)
 
 Eval levels default to the parts of the training level followed by the task
 ladder's test levels. One-pass baselines (fixed_depth, single_attn) are not
@@ -68,7 +69,7 @@ TABLES = ("base", "axes", "include", "exclude", "task", "eval", "probe", "runtim
 EVAL_KEYS = ("iters", "samples", "batch_size", "halt_tol", "solver", "solver_max_iter", "solver_tol", "plots")
 EVAL_SOLVERS = ("anderson", "broyden", "iterate", "none")
 PROBE_KEYS = ("levels", "samples", "iters", "tol", "solver", "dtype", "seed", "extra_args")
-RUNTIME_KEYS = ("compile", "activation_checkpointing", "log_every", "print_every")
+RUNTIME_KEYS = ("compile", "activation_checkpointing", "log_every", "print_every", "loop_diagnostics_every")
 TASK_KEYS = ("eval_levels", "probe_levels")
 PROBE_LEVEL_ALIASES = ("train", "hardest")
 # Axis keys that always appear in a run's name, in this order; others appear when they vary.

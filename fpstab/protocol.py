@@ -13,6 +13,8 @@ knob is a TrainConfig key:
   initial state too (as in Bansal et al.'s code; for no_recall it is the only
   way the input encoder learns). With alpha < 1 the loss is
   (1 - alpha) * loss(m iterations, all with gradients) + alpha * that.
+- grad_mode "unrolled": always (n, k) = (0, m), i.e. m iterations from h0, all
+  with gradients, loss on the last (Fu et al. 2026, arXiv 2605.18797: END loss).
   grad_mode "implicit" / "phantom" solve for the fixed point without
   gradients and backpropagate by the implicit function theorem / through a
   few damped steps (fixedpoint.implicit_gradient / phantom_gradient).
@@ -52,6 +54,17 @@ def progressive_depths(m: int, generator: torch.Generator) -> tuple[int, int]:
     n = int(torch.randint(0, m, (1,), generator=generator))
     k = int(torch.randint(1, m - n + 1, (1,), generator=generator))
     return n, k
+
+
+def loss_depths(cfg: TrainConfig, generator: torch.Generator, looped: bool = True) -> tuple[int, int]:
+    """(n, k) of one batch: (0, 1) for a one-pass core, (0, train_iters) for grad_mode "unrolled",
+    else `progressive_depths` (drawn also for the modes that ignore them, so their sampler states
+    stay as they were)."""
+    if not looped:
+        return 0, 1
+    if cfg.grad_mode == "unrolled":
+        return 0, cfg.train_iters
+    return progressive_depths(cfg.train_iters, generator)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -165,11 +178,11 @@ def compute_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig,
     """The training loss of one batch under cfg.grad_mode.
 
     x: (B, n_tokens, in_dim) float; y: (B, n_tokens) long; depths: (n, k)
-    from `progressive_depths` (used by the progressive mode only).
+    from `loss_depths` (used by the progressive and unrolled modes only).
     """
     e = core.encode(x)
     h0 = core.init_state(e)
-    if cfg.grad_mode == "progressive":
+    if cfg.grad_mode in ("progressive", "unrolled"):
         return _progressive_loss(core, step_fn, task, cfg, e, h0, y, depths)
     return _fixed_point_loss(core, step_fn, task, cfg, e, h0, y)
 

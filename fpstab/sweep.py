@@ -156,7 +156,7 @@ def train_command(spec: RunSpec, run_dir: Path, opts: SweepOptions, grid: Grid) 
     for flag in ("compile", "activation_checkpointing"):
         if grid.runtime.get(flag):
             cmd.append("--" + flag.replace("_", "-"))
-    for key in ("log_every", "print_every"):
+    for key in ("log_every", "print_every", "loop_diagnostics_every"):
         if key in grid.runtime:
             cmd += ["--" + key.replace("_", "-"), str(grid.runtime[key])]
     return cmd + _common(opts)

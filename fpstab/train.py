@@ -52,6 +52,7 @@ from fpstab.config import (
 from fpstab.devices import resolve_device
 from fpstab.distributed import SINGLE, Ranks, data_parallel
 from fpstab.hessian_probe import HessianLog
+from fpstab.loop_diagnostics import LoopTrace, due, step_grad_norms, trace_loop
 from fpstab.protocol import (
     DataParallel,
     StepFn,
@@ -61,6 +62,7 @@ from fpstab.protocol import (
     compute_loss,
     epoch_order,
     evaluate_at,
+    loss_depths,
     lr_at,
     make_optimizer,
     param_groups,
@@ -450,9 +452,12 @@ def _train_one_step(run: _Run, batches: Batches, val_set: Any, stop: _StopFlag) 
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     # every rank draws the same (n, k): the sampler is seeded alike and checkpointed
-    depths = progressive_depths(cfg.train_iters, run.sampler) if run.looped else (0, 1)
+    depths = loss_depths(cfg, run.sampler, run.looped)
+    trace = _trace_loop(run, x, y)
     stats = train_step(run.core, run.step_fn, run.task, cfg, run.optimizer, x, y, depths, run.precision,
                        parallel=run.parallel, answers=answers)
+    if trace is not None:
+        run.record(trace.record(run.step + 1, stats.stepped, step_grad_norms(run.core, stats.grad_norm)))
     if not stats.stepped:
         return _diverged(run, stats, lr)
     run.step += 1
@@ -487,6 +492,13 @@ def _observe_shift(run: _Run, stats: StepStats) -> None:
         run.say(f"[train] SHIFT: single_attn -> standard_recall at step {run.step} ({how})")
     if event.records and run.ranks.is_main:
         run.shift.write(run.out)
+
+
+def _trace_loop(run: _Run, x: Tensor, y: Tensor) -> LoopTrace | None:
+    """The loop diagnostics of this step when due (rank 0): fpstab.loop_diagnostics."""
+    if not run.ranks.is_main or not due(run.runtime.loop_diagnostics_every, run.step):
+        return None
+    return trace_loop(run.core, run.task, x, y, run.val_iters, run.precision)
 
 
 def _log_window(run: _Run, lr: float, info: dict[str, float]) -> None:

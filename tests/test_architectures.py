@@ -16,7 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from fpstab.architectures import ARCHS, INIT_STATES, NORMS, RECALLS, RESIDUALS, CoreConfig, build_core
 from fpstab.architectures.attention import Attention, apply_rope, rope_tables
 from fpstab.architectures.block import GRUResidual
-from fpstab.architectures.config import APPLIES_TO
+from fpstab.architectures.config import APPLIES_TO, FU_VARIANTS, LOOP_NORM_ARCHS
 from fpstab.architectures.neighborhood import neighborhood_mask
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,7 +40,7 @@ def variants() -> list[dict]:
     for arch in ARCHS:
         def opts(key, values):
             return values if arch in APPLIES_TO[key] else (CoreConfig.__dataclass_fields__[key].default,)
-        for norm in opts("norm", NORMS):
+        for norm in [n for n in opts("norm", NORMS) if n != "loop" or arch in LOOP_NORM_ARCHS]:
             for recall in opts("recall", RECALLS):
                 for residual in opts("residual", RESIDUALS):
                     extra = dict(depth=2) if arch == "fixed_depth" else {}
@@ -82,13 +82,14 @@ def test_every_variant_runs_and_backpropagates(v):
 
 def test_variant_list_covers_the_config_space():
     vs = variants()
-    assert len(vs) == 8 + 24 + 24 + 8 + 24 + 1
+    assert len(vs) == 10 + 30 + 24 + 8 + 24 + 1
     assert {v["arch"] for v in vs} == set(ARCHS)
 
 
 @pytest.mark.parametrize("arch,norm,residual", [
     (a, n, r) for a in ("no_recall", "standard_recall", "internal_recall", "fixed_depth", "single_attn")
-    for n in ("outer", "both") for r in RESIDUALS] + [("fully_looped", "outer", "add")])
+    for n in ("outer", "both") for r in RESIDUALS] + [("fully_looped", "outer", "add")]
+    + [(a, "loop", r) for a in LOOP_NORM_ARCHS for r in RESIDUALS])
 def test_outer_normalized_state_has_rms_one_every_iteration_for_any_weights(arch, norm, residual):
     core = make(arch=arch, norm=norm, residual=residual, layers_per_loop=1 if arch == "fixed_depth" else 2,
                 **(dict(depth=2) if arch == "fixed_depth" else {}), **GRID)
@@ -152,7 +153,7 @@ def hand_step(core, h, e, placement, norm):
     return s
 
 
-@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("norm", [n for n in NORMS if n != "loop"])  # loop: the Fu et al. tests below
 @pytest.mark.parametrize("arch,placement", [("standard_recall", "external"), ("internal_recall", "internal")])
 def test_step_matches_the_branch_equations(arch, placement, norm):
     core = make(arch=arch, norm=norm, **SEQ).double()
@@ -221,6 +222,92 @@ def test_fully_looped_first_step_from_embedding_is_plain_self_attention():
     z = z + b.attn(b.pre_norm(z))
     z = z + b.mlp(b.pre_norm(z))
     torch.testing.assert_close(core.step(core.init_state(e), e), unit(z))
+
+
+# Fu et al.'s variants: FU_VARIANTS' settings against their equations written out (one shared
+# unit() as the gain-free N, the blocks' own attention / MLP modules and pre-norm gains).
+def fu_core(name, layers=2):
+    core = make(**FU_VARIANTS[name], layers_per_loop=layers, **SEQ).double()
+    with torch.no_grad():  # gains off 1, so a pre-norm put in the wrong place shows
+        for pname, p in core.named_parameters():
+            if "norm" in pname:
+                p.uniform_(0.5, 1.5)
+    return core
+
+
+def fu_layers(core, z, h=None):
+    """Pre-norm layers; h (fully looped) replaces the attention queries."""
+    for b in core.blocks:
+        q = b.pre_norm(z if h is None else h)
+        z = z + b.attn(q, kv=b.pre_norm(z))
+        z = z + b.mlp(b.pre_norm(z))
+    return z
+
+
+def fu_states(name, core, x0, loops):
+    """Fu et al.'s h(1..loops) for one variant, straight from the equations."""
+    h, out = None, []
+    for t in range(loops):
+        if name == "LT":  # h(t) = N(Stack(h(t-1))), h(0) = N(x0)
+            z = fu_layers(core, unit(x0) if h is None else h)
+        elif name == "LT_i":  # loop input N(x0 + h(t-1)); the first loop reads N(x0)
+            z = fu_layers(core, unit(x0 if h is None else x0 + h))
+        else:  # FLT from h(0) = x0: every layer queries N(h(t-1)), keys/values from z = N(x0) on
+            z = fu_layers(core, unit(x0), h=x0 if h is None else h)
+        h = unit(z)
+        out.append(h)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("name", list(FU_VARIANTS))
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fu_variants_match_their_equations(name, layers):
+    core = fu_core(name, layers)
+    x = torch.randn(2, 16, 3, dtype=torch.float64)
+    e = core.encode(x)
+    h, mine = core.init_state(e), []
+    for _ in range(4):
+        h = core.step(h, e)
+        mine.append(h)
+    torch.testing.assert_close(torch.stack(mine), fu_states(name, core, e, 4))
+    torch.testing.assert_close(core(x, 4), core.readout(fu_states(name, core, e, 4)))
+
+
+def test_lt_variants_differ_where_their_equations_do():
+    """Guards the test above: the equations of LT and LT_i give other states on the same weights,
+    and an LT without the entry norm (Stack(e) instead of Stack(N(e))) differs from step 1."""
+    lt, lt_i = fu_core("LT"), fu_core("LT_i")
+    lt_i.load_state_dict(lt.state_dict())
+    e = lt.encode(torch.randn(2, 16, 3, dtype=torch.float64))
+    assert (fu_states("LT", lt, e, 3)[1:] - fu_states("LT_i", lt, e, 3)[1:]).abs().max() > 1e-3
+    assert (lt.step(e, e) - unit(fu_layers(lt, e))).abs().max() > 1e-3
+
+
+def test_lt_i_from_zeros_or_embedding_is_the_same():
+    core = fu_core("LT_i")
+    e = core.encode(torch.randn(2, 16, 3, dtype=torch.float64))
+    torch.testing.assert_close(core.step(torch.zeros_like(e), e), core.step(e, e))
+
+
+def test_loop_norm_is_refused_where_an_iteration_is_not_a_stack():
+    for arch in ("internal_recall", "fixed_depth", "single_attn"):
+        with pytest.raises(ValueError, match=r"CoreConfig.norm='loop' is invalid; allowed: one of .* for arch="):
+            CoreConfig(**SMALL, arch=arch, norm="loop")
+
+
+@pytest.mark.parametrize("kw", [dict(arch="no_recall", norm="loop"), dict(arch="fully_looped"),
+                                dict(arch="standard_recall", norm="outer"), dict(arch="no_recall", norm="inner")])
+def test_step_stream_is_the_state_before_its_last_normalization(kw):
+    core = make(**kw, layers_per_loop=2, **SEQ)
+    scale_weights(core, 3.0)
+    h, e = torch.randn(2, 2, 16, 32).unbind(0)
+    out, stream = core.step_stream(h, e)
+    assert torch.equal(out, core.step(h, e))
+    if kw.get("norm") == "inner":
+        assert stream is out
+    else:
+        torch.testing.assert_close(out, unit(stream))
+        assert (rms(stream) - 1).abs().max() > 0.1
 
 
 # attention: local windows and positions

@@ -34,7 +34,7 @@ from fpstab.train_command import add_arguments, config_from_args, runtime_from_a
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"grad_mode": "unrolled"}, r"grad_mode='unrolled' is not one of \['progressive', 'implicit', 'phantom'\]"),
+        ({"grad_mode": "bptt"}, r"grad_mode='bptt' is not one of \['progressive', 'unrolled', 'implicit', 'phantom'\]"),
         ({"precision": "fp16"}, r"precision='fp16' is not one of \['auto', 'fp32', 'bf16'\]"),
         ({"lr": 0.0}, r"lr=0.0 must be > 0.0"),
         ({"lr": float("nan")}, r"lr=nan must be a finite number"),
@@ -42,7 +42,7 @@ from fpstab.train_command import add_arguments, config_from_args, runtime_from_a
         ({"batch_size": 0}, r"batch_size=0 must be an int >= 1"),
         ({"train_iters": 2.5}, r"train_iters=2.5 must be an int >= 1"),
         ({"d_model": 30, "n_heads": 8}, r"CoreConfig.n_heads=8 is invalid; allowed: a divisor of d_model=30"),
-        ({"norm": "post"}, r"CoreConfig.norm='post' is invalid; allowed: one of \('inner', 'outer', 'both', 'peri'\)"),
+        ({"norm": "post"}, r"CoreConfig.norm='post' is invalid; allowed: one of \('inner', 'outer', 'both', 'peri', 'loop'\)"),
         ({"arch": "fixed_depth", "layers_per_loop": 2}, r"CoreConfig.layers_per_loop=2 is invalid"),
         ({"task": "prefix_sums"}, r"task='prefix_sums' is not one of \['prefix_sum', 'sudoku', 'chess', 'markov'\]"),
         ({"attn_window": 4}, r"attn_window=4 must be 'task', 'full' or an odd positive int"),
