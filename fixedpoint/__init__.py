@@ -32,6 +32,7 @@ _LAZY: dict[str, str] = {
                                    "implicit_input_jacobian", "probe", "probe_record")},
     "SolveResult": "solvers",
     "solve": "solvers",
+    **{name: "hessian" for name in ("HessianSpectrum", "SpectrumSettings", "hessian_spectrum", "hvp_operator")},
     "largest_singular_value": "spectra",
     "smallest_singular_value": "spectra",
     "spectral_radius": "spectra",

@@ -27,6 +27,7 @@ from typing import Any
 # architectures.config and tasks' names are plain Python: nothing here imports torch.
 from fpstab.architectures.config import CHOICES, KEY_HELP, CoreConfig
 from fpstab.devices import DEVICE_FORMS, check_device_name
+from fpstab.hessian_options import HESSIAN_KEYS, HessianOptions
 from fpstab.options import check_choice, check_options, option
 from fpstab.tasks import TASK_NAMES
 
@@ -326,12 +327,13 @@ def preset_note(key: str) -> str:
 # Options of a run that change its speed or its output, not its numbers. The persisted ones are
 # recorded in the run's config.json ("runtime") and reused by --resume unless given again.
 PERSISTED_RUNTIME: tuple[str, ...] = ("device", "threads", "compile", "activation_checkpointing", "log_every",
-                                      "print_every", "data_cache")
+                                      "print_every", "data_cache", *HESSIAN_KEYS)
 
 
 @dataclass(frozen=True)
-class Runtime:
-    """Options that do not change a run's numbers (kept out of TrainConfig)."""
+class Runtime(HessianOptions):
+    """Options that do not change a run's numbers (kept out of TrainConfig); the Hessian
+    record's options (`--hessian-every K` ...) come from HessianOptions."""
 
     # None: the command picks (fpstab.devices.default_device) once torch is loaded.
     device: str | None = field(default="cpu", metadata=option(
@@ -351,7 +353,7 @@ class Runtime:
         "testing: stop abruptly after N steps, saving nothing (as a kill would)", low=1))
 
     def __post_init__(self) -> None:
-        check_options(self)
+        HessianOptions.__post_init__(self)  # checks every Option field, these and the Hessian's
         if self.device is not None:
             check_device_name(self.device)
 

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from fpstab.devices import DEVICE_FORMS, check_device_name, resolve_device
+from fpstab.hessian_options import HESSIAN_KEYS, HessianOptions, hessian_options_of
+from fpstab.options import add_options
 from fpstab.outputs import check_output_file
 
 CORE_KEYS = ("arch", "norm", "recall", "residual", "d_model", "n_heads", "layers_per_loop", "preset")
@@ -73,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "gain nothing from more and contend on a busy machine)")
     parser.add_argument("--json", type=Path, help="write the probe record (JSON, schema fpstab.probe/2) to this "
                         "file; its folder must exist")
+    hessian = parser.add_argument_group("Hessian of the training loss (at the training level; fpstab.hessian_probe)")
+    hessian.add_argument("--hessian", action="store_true",
+                         help="also read the training loss's Hessian: extreme eigenvalues, SLQ density, valley/river "
+                         "split with kappa, matrix entropy (record key \"hessian\", schema fpstab.hessian/1); a "
+                         "one-pass core gets this alone")
+    add_options(hessian, HessianOptions, exclude=("hessian_every",))
     knobs = parser.add_argument_group("probe settings (cost against convergence)")
     knobs.add_argument("--iters", type=int, default=d.iters, help=f"iterations T of the loop (default: {d.iters})")
     knobs.add_argument("--tol", type=float, default=d.tol, help=f"relative residual of a fixed point (default: {d.tol})")
@@ -130,6 +138,8 @@ def check_arguments(args: argparse.Namespace) -> Any:
         fresh_config(args)
     if args.json is not None:
         check_output_file(args.json, "--json")
+    with flags_named(HESSIAN_KEYS):
+        hessian_options_of(args)
     return settings_from(args)
 
 
@@ -144,8 +154,8 @@ def fresh_config(args: argparse.Namespace) -> Any:
         return resolve_config(args.preset or "tiny", overrides)
 
 
-def build(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str, int, dict[str, Any]]:
-    """(core, task, training level, data seed of the probe's inputs, description)."""
+def build(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str, int, dict[str, Any], Any]:
+    """(core, task, training level, data seed of the probe's inputs, description, TrainConfig)."""
     import torch
     from fpstab.architectures import build_core
     from fpstab.tasks import get_task
@@ -176,7 +186,7 @@ def build(args: argparse.Namespace, device: Any) -> tuple[Any, Any, str, int, di
     }
     # The training level as the run stored it (a composite such as "easy+medium" included): task.make checks it.
     level = train_cfg.train_level if train_cfg.train_level is not None else task.ladder().train
-    return core, task, str(level), data_seed, describe
+    return core, task, str(level), data_seed, describe, train_cfg
 
 
 def trained(args: argparse.Namespace, device: Any) -> tuple[Any, Any, Any, str, dict[str, Any]]:
@@ -234,16 +244,17 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else None)
     if threads is not None:
         torch.set_num_threads(threads)
-    core, task, train_level, data_seed, describe = build(args, device)
-    if not getattr(core, "looped", True):
+    core, task, train_level, data_seed, describe, train_cfg = build(args, device)
+    looped = bool(getattr(core, "looped", True))
+    if not looped and not args.hessian:
         raise ValueError(f"arch {describe['arch']!r} is a one-pass baseline, not a looped map: there is no "
                          "fixed point to probe; choose a looped arch (no_recall, standard_recall, "
-                         "internal_recall, fully_looped)")
-    levels = levels_to_probe(train_level, args.level, task)
+                         "internal_recall, fully_looped), or read its loss's Hessian alone with --hessian")
     dtype = getattr(torch, args.dtype)
     core = core.to(dtype=dtype)
+    levels = levels_to_probe(train_level, args.level, task)
     reports = []
-    for level in levels:
+    for level in levels if looped else []:
         batch = task.make(level, args.samples, seed=data_seed)
         inputs = {"task": describe["task"], "level": level, "training_level": level == train_level,
                   "data_seed": data_seed, "held_out": args.checkpoint is not None}
@@ -251,8 +262,28 @@ def run(args: argparse.Namespace) -> int:
         reports.append(probe(core, x, batch.targets.to(device), settings=settings, describe=describe,
                              inputs=inputs))
     record = probe_record(reports)
-    print(format_probe_record(record))
+    if reports:
+        print(format_probe_record(record))
+    if args.hessian:
+        record["hessian"] = probe_hessian(args, core, task, train_cfg, train_level, data_seed, describe, looped)
     if args.json is not None:
         atomic_write_json(args.json, record)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
+
+
+def probe_hessian(args: argparse.Namespace, core: Any, task: Any, train_cfg: Any, level: str, data_seed: int,
+                  describe: dict[str, Any], looped: bool) -> dict[str, Any]:
+    """The Hessian record of the training loss on --hessian-samples inputs of the training level; prints its table."""
+    from fpstab.hessian_probe import hessian_record
+    from fpstab.reports.hessian_table import format_hessian_record
+
+    opts = hessian_options_of(args)
+    param = next(core.parameters())
+    batch = task.make(level, opts.hessian_samples, seed=data_seed)
+    x = batch.inputs.to(device=param.device, dtype=param.dtype)
+    rec = hessian_record(core, task, train_cfg, x, batch.targets.to(param.device), opts, looped)
+    rec = {**rec, "map": describe, "inputs": {"task": describe["task"], "level": level, "data_seed": data_seed,
+                                              "held_out": args.checkpoint is not None}}
+    print(format_hessian_record(rec))
+    return rec

@@ -51,6 +51,7 @@ from fpstab.config import (
 )
 from fpstab.devices import resolve_device
 from fpstab.distributed import SINGLE, Ranks, data_parallel
+from fpstab.hessian_probe import HessianLog
 from fpstab.protocol import (
     DataParallel,
     StepFn,
@@ -264,11 +265,16 @@ def train(cfg: TrainConfig, out: str | Path, runtime: Runtime = Runtime(), resum
     run.start_clock()
     stop = _StopFlag()
     run.core.train()
+    hessian = HessianLog.of(run, batches)  # None unless runtime.hessian_every
     with stop.installed():
         while run.step < cfg.total_steps:
+            if hessian is not None:
+                hessian.at(run)
             ended = _train_one_step(run, batches, val_set, stop)
             if ended is not None:
                 return ended
+    if hessian is not None:
+        hessian.at(run, final=True)
     return _finish(run)
 
 

@@ -38,6 +38,7 @@ from fpstab.config import (
 )
 from fpstab.devices import default_device
 from fpstab.distributed import process_group, ranks_from_env
+from fpstab.hessian_options import HESSIAN_KEYS, HessianOptions
 from fpstab.options import add_options
 from fpstab.reports.run_files import CONFIG_FILE
 from fpstab.reports.run_files import read_json_file as read_json
@@ -59,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out from its last checkpoint, with its config and its recorded "
                              "runtime options (flags given override those)")
     add_options(parser.add_argument_group("runtime (speed and output, not results; recorded in config.json and "
-                                          "reused by --resume unless given again)"), Runtime)
+                                          "reused by --resume unless given again)"), Runtime, exclude=HESSIAN_KEYS)
+    add_options(parser.add_argument_group("Hessian of the training loss (fpstab.hessian_probe; runtime options, "
+                                          "recorded and reused like those)"), HessianOptions)
     add_options(parser.add_argument_group("training config (TrainConfig keys; default: the preset's, else below)"),
                 TrainConfig, exclude=("preset",), note=preset_note)
 
