@@ -104,7 +104,9 @@ def hessian_values(h: Record) -> dict[str, float | None]:
             "entropy_err": h["entropy"]["error"], "valley_dim": h["valley"]["dimension"]["value"],
             "negative_dim": h["valley"]["negative_dimension"]["value"],
             "kappa": kappa["value"] if kappa["status"] == "determined" else None,
-            "kappa_lower": kappa.get("lower_bound"), "loss": h["loss"]["value"]}
+            "kappa_lower": kappa.get("lower_bound"), "loss": h["loss"]["value"],
+            "lambda_max_ok": h["largest"]["eigenvalues"][0]["converged"],
+            "lambda_min_ok": h["smallest"]["eigenvalues"][0]["converged"], "entropy_ok": h["entropy"]["converged"]}
 
 
 def plot_hessian(records: Sequence[Record], path: Path) -> Path:
@@ -137,8 +139,11 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
-def print_summary(records: Sequence[Record], fractions: Sequence[float] = (0, 0.1, 0.25, 0.5, 0.75, 1)) -> None:
-    """Per run: the evaluations nearest each fraction of training, then its Hessian records."""
+def print_summary(records: Sequence[Record], fractions: Sequence[float] = (0, 0.1, 0.25, 0.5, 0.75, 1),
+                  tail: int = 5) -> None:
+    """Per run: the evaluations nearest each fraction of training, the mean of the last `tail`
+    evaluations (the scores move from one evaluation to the next), then its Hessian records
+    ('?': not converged to the probe's tolerance)."""
     for r in sorted(records, key=lambda r: (r["arch"], r["seed"])):
         print(f"\n{r['arch']} seed {r['seed']} ({r['state']}, step {r['step']}/{r['total_steps']}, "
               f"train {r['train_s']:.0f} CPU s): token_acc / bayes_token_acc / excess_nll per level")
@@ -150,12 +155,19 @@ def print_summary(records: Sequence[Record], fractions: Sequence[float] = (0, 0.
             cells = [f"{_fmt(m['token_acc'])} / {_fmt(m['bayes_token_acc'])} / {_fmt(m['excess_nll'])}"
                      for m in e["levels"].values()]
             print(f"{e['step']:>5} | " + " | ".join(cells))
+        if r["state"] == "completed" and len(evals) >= tail:
+            means = [{k: statistics.fmean(e["levels"][lv][k] for e in evals[-tail:])
+                      for k in ("token_acc", "bayes_token_acc", "excess_nll")} for lv in r["eval"]["levels"]]
+            print(f"last {tail} | " + " | ".join(
+                f"{_fmt(m['token_acc'])} / {_fmt(m['bayes_token_acc'])} / {_fmt(m['excess_nll'])}" for m in means))
         if r["hessian"]:
             print("hessian step | lambda_max | lambda_min | entropy (nats) +- err | /log P | valley dim | "
                   "kappa (lower bound) | probe CPU s")
         for h in r["hessian"]:
             v = hessian_values(h)
-            print(f"{h['step']:>12} | {_fmt(v['lambda_max'], '.4g')} | {_fmt(v['lambda_min'], '.4g')} | "
-                  f"{_fmt(v['entropy'], '.3f')} +- {_fmt(v['entropy_err'], '.2f')} | {_fmt(v['entropy_norm'])} | "
+            mark = {k: "" if v[f"{k}_ok"] else "?" for k in ("lambda_max", "lambda_min", "entropy")}
+            print(f"{h['step']:>12} | {_fmt(v['lambda_max'], '.4g')}{mark['lambda_max']} | "
+                  f"{_fmt(v['lambda_min'], '.4g')}{mark['lambda_min']} | {_fmt(v['entropy'], '.3f')} +- "
+                  f"{_fmt(v['entropy_err'], '.2f')}{mark['entropy']} | {_fmt(v['entropy_norm'])} | "
                   f"{_fmt(v['valley_dim'], '.0f')} | {_fmt(v['kappa'], '.3g')} ({_fmt(v['kappa_lower'], '.3g')}) | "
                   f"{h['probe_s']:.1f}")
