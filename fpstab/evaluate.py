@@ -46,6 +46,7 @@ from fpstab.runs import (
     run_state_note,
 )
 
+from fpstab.shift import shift_note
 from fpstab.reports.run_files import EVAL_SCHEMA, EVAL_SCHEMA_VERSION
 
 
@@ -213,8 +214,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
     core, _, cfg, task_name = load_run(run_dir, device=dev, checkpoint=ckpt_path)
     ckpt_step = int(load_checkpoint(ckpt_path)["step"])
     state = run_state(run_dir)
-    note = run_state_note(state, ckpt_step, "evaluating")
-    if note:
+    for note in filter(None, (run_state_note(state, ckpt_step, "evaluating"), shift_note(run_dir, "evaluating"))):
         say(f"[eval] note: {note}")
     task = get_task(task_name)
     ladder = task.ladder()

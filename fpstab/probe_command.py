@@ -196,6 +196,7 @@ def trained(args: argparse.Namespace, device: Any) -> tuple[Any, Any, Any, str, 
     state, the checkpoint's step and whether every weight is finite go into the record.
     """
     from fpstab.runs import checkpoint_path_of, load_checkpoint, load_run, run_dir_of, run_state, run_state_note
+    from fpstab.shift import shift_note
 
     path = checkpoint_path_of(args.checkpoint)
     core, core_cfg, train_cfg, task_name = load_run(args.checkpoint, device=device, checkpoint=path)
@@ -204,7 +205,7 @@ def trained(args: argparse.Namespace, device: Any) -> tuple[Any, Any, Any, str, 
     step = int(load_checkpoint(path)["step"])
     state = run_state(run_dir_of(args.checkpoint))
     bad = nonfinite_tensors(core)
-    notes = [run_state_note(state, step, "probing")]
+    notes = [run_state_note(state, step, "probing"), shift_note(run_dir_of(args.checkpoint), "probing")]
     if bad:
         notes.append(f"{len(bad)} weight tensor(s) of this checkpoint hold NaN or inf ({', '.join(bad[:3])}"
                      f"{', ...' if len(bad) > 3 else ''}): the probe reports the map as it is")

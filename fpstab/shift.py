@@ -222,3 +222,21 @@ class ShiftSchedule:
 
     def write(self, run_dir: Path, state: str = "running") -> None:
         atomic_write_json(Path(run_dir) / SHIFT_FILE, self.record(state))
+
+
+def shift_note(run_dir: str | Path, doing: str) -> str | None:
+    """What a reader of a SHIFT run's results must know when the run never reached the looped
+    stage: its checkpoint loads as the looped core, whose loop it never trained. None for a run
+    without shift.json or one that switched. doing: "evaluating", "probing"."""
+    path = Path(run_dir) / SHIFT_FILE
+    if not path.is_file():
+        return None
+    from fpstab.runs import read_json
+
+    record = read_json(path)
+    if record.get("stage") != SINGLE:
+        return None
+    ended = "ended" if record.get("state") == "completed" else "is so far"
+    return (f"this SHIFT run {ended} in its single-pass stage ({SINGLE}): the switch criterion never fired "
+            f"and shift_max_steps was not reached; {doing} its weights as the looped {LOOPED} core, "
+            "whose loop they were never trained in")

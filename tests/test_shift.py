@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from fpstab.cli import main as cli_main
 from fpstab.config import Runtime, TrainConfig, resolve_config
 from fpstab.runs import last_checkpoint_path, load_run, read_metrics
-from fpstab.shift import SHIFT_FILE, Criterion, ShiftSchedule, criterion_trace
+from fpstab.evaluate import evaluate_run
+from fpstab.shift import SHIFT_FILE, Criterion, ShiftSchedule, criterion_trace, shift_note
 from fpstab.train import RunKilled, train
 
 QUIET = Runtime(quiet=True)
@@ -142,6 +143,7 @@ def test_switch_happens_where_the_recorded_losses_say(tmp_path: Path, monkeypatc
     rec = shift_record(run)
     switch = rec["switch"]
     assert not switch["forced"] and rec["stage"] == "standard_recall" and rec["never_looped"] is False
+    assert shift_note(run, "evaluating") is None  # it switched: nothing to warn of
 
     steps = [r for r in read_metrics(run) if r["kind"] == "train"]
     assert [r["step"] for r in steps] == list(range(1, 17))
@@ -186,6 +188,9 @@ def test_run_ending_before_the_switch_says_so(tmp_path: Path, capsys: pytest.Cap
     assert rec["state"] == "completed" and rec["never_looped"] and rec["switch"] is None
     assert "ended before the switch" in capsys.readouterr().out
     assert all(r["k"] == 1.0 for r in read_metrics(run) if r["kind"] == "train")
+    evaluate_run(run, levels=["16"], iters=3, samples=4, solver=None, plots=False)
+    assert ("note: this SHIFT run ended in its single-pass stage (single_attn): the switch criterion never fired"
+            in capsys.readouterr().out)
 
 
 # ---- resume -----------------------------------------------------------------------------------
