@@ -302,7 +302,8 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
         rec["wall_s"] = round(time.perf_counter() - t_level, 2)
         record["levels"].append(rec)
         msg = (f"[eval] level {level}: acc@T {rec['final_accuracy']:.4f} best {rec['best_accuracy']:.4f} "
-               f"@ t={rec['best_iteration']} overthinking {rec['overthinking_penalty']:.4f}")
+               f"@ t={rec['best_iteration']} overthinking {rec['overthinking_penalty']:.4f} "
+               f"token acc@T {rec['token_accuracy'][-1]:.4f}")
         if rec["halting"]:
             msg += f" | halting acc {rec['halting']['accuracy']:.4f} nfe {rec['halting']['mean_nfe']:.1f}"
         if rec["solver"]:

@@ -113,6 +113,11 @@ def test_cli_eval_and_errors(run_dir: Path, tmp_path: Path, capsys: pytest.Captu
     assert cli_main(["eval", str(run_dir), "--levels", "16", "--iters", "3", "--samples", "4",
                      "--solver", "none", "--no-plots", "--out", str(out), "--quiet"]) == 0
     assert json.loads(out.read_text())["levels"][0]["level"] == "16"
+    assert cli_main(["eval", str(run_dir), "--levels", "16", "--iters", "3", "--samples", "4", "--solver", "none",
+                     "--no-plots", "--out", str(tmp_path / "loud.json")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("[eval] level 16:"))
+    token_acc = json.loads((tmp_path / "loud.json").read_text())["levels"][0]["token_accuracy"][-1]
+    assert line.split("token acc@T ")[1].split()[0] == f"{token_acc:.4f}"
     assert cli_main(["eval", str(run_dir), "--levels", "33", "--iters", "3", "--samples", "4", "--quiet"]) == 2
     assert "level '33' is not a level of this task; allowed: ['16', '32'" in capsys.readouterr().err
     assert cli_main(["eval", str(tmp_path / "nowhere"), "--quiet"]) == 2
