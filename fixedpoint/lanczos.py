@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from fpstab.fixedpoint.estimate import Estimate
+from fpstab.fixedpoint.krylov import orthogonalize
 
 SymOperator = Callable[[Tensor], Tensor]  # (N,) -> (N,), symmetric
 
@@ -88,7 +89,7 @@ def lanczos(apply: SymOperator, v0: Tensor, steps: int,
     for j in range(m):
         basis[j] = q
         aq = apply(q)
-        w, coef = _reorthogonalize(aq, basis[: j + 1])
+        w, coef = (t[0] for t in orthogonalize(aq[None], basis[None, : j + 1]))
         alpha.append(float(coef[j]))
         b = float(w.norm())
         dead = not math.isfinite(b) or b <= noise * float(aq.norm())
@@ -101,14 +102,6 @@ def lanczos(apply: SymOperator, v0: Tensor, steps: int,
             return tri
         q = w / b
     raise AssertionError("unreachable: the loop returns at its last step")
-
-
-def _reorthogonalize(w: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
-    """Two classical Gram-Schmidt passes of w (N,) against basis (k, N): (w, coefficients (k,))."""
-    coef = basis @ w
-    w = w - coef @ basis
-    again = basis @ w
-    return w - again @ basis, coef + again
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "undetermined": "UNDETERMINED"}
 
 
-def _num(v: Any) -> str:
+def format_number(v: Any) -> str:
+    """A figure as the probe tables print it: 4 significant digits, "n/a" for None."""
     if v is None:
         return "n/a"
     if isinstance(v, (bool, int, str)):
@@ -45,7 +46,9 @@ def summarize(values: Sequence[Any]) -> str:
     if not finite:
         return "n/a"
     mid = _median(finite)
-    return _num(mid) if finite[0] == finite[-1] else f"{_num(mid)}  [{_num(finite[0])}, {_num(finite[-1])}]"
+    if finite[0] == finite[-1]:
+        return format_number(mid)
+    return f"{format_number(mid)}  [{format_number(finite[0])}, {format_number(finite[-1])}]"
 
 
 def _figure_rows(figures: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -54,14 +57,15 @@ def _figure_rows(figures: Mapping[str, Any]) -> list[tuple[str, str]]:
         if fig.get("per_sample") is not None:
             rows.append((fig["label"], summarize(fig["per_sample"])))
         elif isinstance(fig.get("value"), Mapping):
-            rows += [(f"{k}" if fig["label"] == "weight spectra" else f"{fig['label']}: {k}", _num(v))
+            rows += [(f"{k}" if fig["label"] == "weight spectra" else f"{fig['label']}: {k}", format_number(v))
                      for k, v in fig["value"].items()]
         elif isinstance(fig.get("value"), list) and fig["value"] and not isinstance(fig["value"][0], str):
             trace = fig["value"]  # a trace: first and last point only
-            rows.append((fig["label"], f"{_num(trace[0])} ... {_num(trace[-1])} ({len(trace)} points)"))
+            ends = f"{format_number(trace[0])} ... {format_number(trace[-1])}"
+            rows.append((fig["label"], f"{ends} ({len(trace)} points)"))
         else:
             value = fig.get("value")
-            rows.append((fig["label"], "/".join(value) if isinstance(value, list) else _num(value)))
+            rows.append((fig["label"], "/".join(value) if isinstance(value, list) else format_number(value)))
     return rows
 
 
@@ -69,9 +73,9 @@ def _estimate_rows(estimates: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for est in estimates.values():
         errors = [e for e in est["error"] if e is not None]
-        worst = _num(max(errors)) if errors else "inf"
+        worst = format_number(max(errors)) if errors else "inf"
         rows.append((f"[{est['method']}] {est['label']}",
-                     f"converged {summarize(est['converged'])}, max error {worst} (tol {_num(est['tol'])}), "
+                     f"converged {summarize(est['converged'])}, max error {worst} (tol {format_number(est['tol'])}), "
                      f"{est['products']} products"))
     return rows
 
@@ -130,6 +134,6 @@ def probe_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [head, "|" + "---|" * (2 + len(axes) + len(keys))]
     for r in rows:
         marks = [VERDICT_MARK.get(r["verdicts"].get(a, ""), "—") for a in axes]
-        figs = [_num(r[k]) + ("*" if k in r["unconverged"] else "") for k in keys]
+        figs = [format_number(r[k]) + ("*" if k in r["unconverged"] else "") for k in keys]
         lines.append(f"| {r['arch']}+{r['norm']} | {r['level']} | " + " | ".join(marks) + " | " + " | ".join(figs) + " |")
     return "\n".join(lines)
