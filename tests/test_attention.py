@@ -136,6 +136,22 @@ def test_tables_are_cached_per_dtype_and_layout() -> None:
     assert neighborhood_mask((20,), 5, torch.device("cpu")) is mask
 
 
+def test_rope_rotates_each_channel_pair_by_its_axis_angle() -> None:
+    """apply_rope against the rotation written out pair by pair: on a (3, 4) grid with head_dim 8,
+    pair j (channels j and j + 4) turns by coordinate_axis(j) * base^(-(j mod 2)/2), axis 0 for j < 2."""
+    x = torch.randn(2, 12, 8, dtype=torch.float64)
+    out = apply_rope(x, *rope_tables((3, 4), 8, 100.0, like=x))
+    expected = torch.empty_like(x)
+    for pos in range(12):
+        coords = divmod(pos, 4)
+        for j in range(4):
+            angle = torch.tensor(coords[j // 2] * 100.0 ** (-(j % 2) / 2), dtype=torch.float64)
+            c, s = angle.cos(), angle.sin()
+            a, b = x[:, pos, j], x[:, pos, j + 4]
+            expected[:, pos, j], expected[:, pos, j + 4] = a * c - b * s, a * s + b * c
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-14)
+
+
 # ---- blocked local attention ---------------------------------------------------
 CASES = [((16,), 5), ((17,), 5), ((40,), 5), ((300,), 5), ((3,), 5), ((33,), 3), ((50,), 9), ((20, 37), 5),
          ((5, 40), 7), ((4, 5, 6), 3)]
