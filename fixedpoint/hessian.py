@@ -53,6 +53,8 @@ from torch import Tensor
 from fpstab.fixedpoint.lanczos import ExtremeEigenvalues, SymOperator, extreme_eigenvalues
 from fpstab.fixedpoint.slq import Quadrature, SpectralSum, slq, spectral_sum
 
+# The reader (reports.hessian_table) holds its own copy: fixedpoint and reports are siblings that do not
+# import each other; tests/test_report.py checks the two agree.
 HESSIAN_SCHEMA = "fpstab.hessian/1"
 EPS_KINDS: tuple[str, ...] = ("relative", "absolute")
 HVP_METHODS: tuple[str, ...] = ("double-backward", "forward-over-reverse")

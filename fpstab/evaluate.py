@@ -26,6 +26,7 @@ import argparse
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,157 @@ def parse_levels(values: Sequence[str] | None, ladder: Any) -> list[Any]:
     return out
 
 
+@dataclass(frozen=True)
+class EvalPlan:
+    """What one evaluation measures: T = `iters` iterations (1 for a one-pass core), `samples` per level
+    in batches of `batch_size`, halting at `halt_tol`, the test-time `solver` (or None) with its
+    `max_iter` and `tol`, on test data drawn with `seed`."""
+
+    iters: int
+    samples: int
+    batch_size: int
+    halt_tol: float
+    solver: str | None
+    max_iter: int
+    solver_tol: float
+    seed: int
+    looped: bool
+    train_iters: int
+    data_cache: str | None = None
+
+
+def _one_pass_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, answers: Tensor | None) -> dict[str, Tensor]:
+    """`trajectory_metrics` of a one-pass core: its single output, T = 1, no residual."""
+    with torch.no_grad():
+        logits = core(x, 1)[-1].float()
+    return {"correct": task.correct(logits, y, answers).cpu()[None],
+            "token_acc": task.token_accuracy(logits, y).cpu()[None],
+            "residual": torch.full((1, x.shape[0]), float("nan"))}
+
+
+class _LevelTally:
+    """Per-batch results of one level, merged into its record at the end."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[Tensor]] = {"correct": [], "token_acc": [], "residual": []}
+        self.halt: dict[str, list[Tensor]] = {"nfe": [], "correct": [], "halted": []}
+        self.sol: dict[str, Any] = {"correct": [], "nfe": 0, "steps": [], "converged": [], "diverged": [],
+                                    "failures": 0}
+
+    def add_batch(self, core: nn.Module, task: Any, x: Tensor, y: Tensor, answers: Tensor | None,
+                  plan: EvalPlan) -> None:
+        """Score one batch x (B, n_tokens, in_dim), y (B, n_tokens): trajectory, halting, solver."""
+        tr = (trajectory_metrics(core, task, x, y, plan.iters, answers) if plan.looped
+              else _one_pass_metrics(core, task, x, y, answers))
+        self.parts["correct"].append(tr["correct"])
+        self.parts["residual"].append(tr["residual"])
+        self.parts["token_acc"].append(tr["token_acc"] * x.shape[0])  # batch sums, divided in `record`
+        if not plan.looped:
+            return
+        for k, v in halting_from_trajectory(tr["correct"], tr["residual"], plan.halt_tol).items():
+            self.halt[k].append(v)
+        if plan.solver:
+            s = solver_metrics(core, task, x, y, plan.solver, plan.max_iter, plan.solver_tol, answers)
+            for k in ("correct", "steps", "converged", "diverged"):
+                self.sol[k].append(s[k])
+            self.sol["nfe"] += s["nfe"] * x.shape[0]
+            self.sol["failures"] += int(s["failure"] is not None)
+
+    def record(self, level: Any, grid: Any, plan: EvalPlan) -> dict[str, Any]:
+        """The level's entry of the eval record (see `evaluate_run`), without wall_s."""
+        rec = _level_record(level, grid, plan.samples, plan.seed, torch.cat(self.parts["correct"], dim=1),
+                            torch.stack(self.parts["token_acc"]).sum(dim=0) / plan.samples,
+                            torch.cat(self.parts["residual"], dim=1), plan.train_iters)
+        rec["halting"] = self._halting(plan) if plan.looped else None
+        rec["solver"] = self._solver(plan) if (plan.looped and plan.solver) else None
+        return rec
+
+    def _halting(self, plan: EvalPlan) -> dict[str, Any]:
+        h = {k: torch.cat(v) for k, v in self.halt.items()}
+        return {"tol": plan.halt_tol, "accuracy": float(h["correct"].float().mean()),
+                "mean_nfe": float(h["nfe"].float().mean()), "halted_fraction": float(h["halted"].float().mean())}
+
+    def _solver(self, plan: EvalPlan) -> dict[str, Any]:
+        sol = self.sol
+        steps = torch.cat(sol["steps"])
+        reached = steps[steps > 0]
+        return {
+            "name": plan.solver, "max_iter": plan.max_iter, "tol": plan.solver_tol,
+            "accuracy": float(torch.cat(sol["correct"]).float().mean()),
+            "nfe": sol["nfe"] / plan.samples,
+            "mean_steps_to_tol": float(reached.float().mean()) if reached.numel() else None,
+            "converged_fraction": float(torch.cat(sol["converged"]).float().mean()),
+            "diverged_fraction": float(torch.cat(sol["diverged"]).float().mean()),
+            "failures": sol["failures"],
+        }
+
+
+def evaluate_level(core: nn.Module, task: Any, level: Any, plan: EvalPlan, device: torch.device) -> dict[str, Any]:
+    """One level's entry of the eval record: `plan.samples` test samples of `level`, scored in batches."""
+    t_level = time.perf_counter()
+    data = task.make(level, plan.samples, plan.seed, cache_dir=plan.data_cache)
+    tally = _LevelTally()
+    for start in range(0, plan.samples, plan.batch_size):
+        rows = slice(start, start + plan.batch_size)
+        answers = data.answers[rows].to(device) if data.answers is not None else None
+        tally.add_batch(core, task, data.inputs[rows].to(device), data.targets[rows].to(device), answers, plan)
+    rec = tally.record(level, data.grid, plan)
+    rec["wall_s"] = round(time.perf_counter() - t_level, 2)
+    return rec
+
+
+def _level_message(rec: dict[str, Any]) -> str:
+    msg = (f"[eval] level {rec['level']}: acc@T {rec['final_accuracy']:.4f} best {rec['best_accuracy']:.4f} "
+           f"@ t={rec['best_iteration']} overthinking {rec['overthinking_penalty']:.4f} "
+           f"token acc@T {rec['token_accuracy'][-1]:.4f}")
+    if rec["halting"]:
+        msg += f" | halting acc {rec['halting']['accuracy']:.4f} nfe {rec['halting']['mean_nfe']:.1f}"
+    if rec["solver"]:
+        msg += f" | {rec['solver']['name']} acc {rec['solver']['accuracy']:.4f} nfe {rec['solver']['nfe']:.1f}"
+    return msg + f" ({rec['wall_s']:.1f}s)"
+
+
+def _record_header(run_dir: Path, ckpt_path: Path, ckpt_step: int, state: Any, task_name: str, cfg: Any,
+                   train_level: Any, plan: EvalPlan, device: torch.device) -> dict[str, Any]:
+    """The eval record's fields before "levels" (see `evaluate_run`)."""
+    return {
+        "schema": EVAL_SCHEMA,
+        "schema_version": EVAL_SCHEMA_VERSION,
+        "fpstab": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt_path),
+        "checkpoint_step": ckpt_step,
+        "run_state": state,
+        "task": task_name,
+        "arch": cfg.arch,
+        "norm": cfg.norm,
+        "train_level": train_level,
+        "train_iters": cfg.train_iters,
+        "looped": plan.looped,
+        "iters": plan.iters,
+        "device": str(device),
+        "halting": {"tol": plan.halt_tol} if plan.looped else None,
+        "solver": ({"name": plan.solver, "max_iter": plan.max_iter, "tol": plan.solver_tol}
+                   if (plan.looped and plan.solver) else None),
+        "levels": [],
+    }
+
+
+def _finish(record: dict[str, Any], out_path: Path, plots: bool, t_start: float) -> list[Path]:
+    """Plot (unless `plots` is False), stamp wall_s and write the record atomically; the plot paths."""
+    record["plots"] = []
+    record["wall_s"] = round(time.perf_counter() - t_start, 2)
+    paths: list[Path] = []
+    if plots:
+        from fpstab.reports.plots import plot_eval
+
+        paths = plot_eval(record, out_path.parent / PLOTS_DIR)
+        record["plots"] = [str(p.relative_to(out_path.parent)) for p in paths]
+    atomic_write_json(out_path, record)
+    return paths
+
+
 def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: int = 500,
                  samples: int = 1000, batch_size: int = 250, device: str = "cpu",
                  halt_tol: float = 1e-3, solver: str | None = "anderson", solver_max_iter: int | None = None,
@@ -219,107 +371,22 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
     task = get_task(task_name)
     ladder = task.ladder()
     levels = parse_levels([str(lv) for lv in levels] if levels else None, ladder)
-    seed = cfg.data_seed + 2 if data_seed is None else data_seed
     looped = bool(getattr(core, "looped", True))
     T = iters if looped else 1
-    max_iter = solver_max_iter or T
-    record: dict[str, Any] = {
-        "schema": EVAL_SCHEMA,
-        "schema_version": EVAL_SCHEMA_VERSION,
-        "fpstab": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "run_dir": str(run_dir),
-        "checkpoint": str(ckpt_path),
-        "checkpoint_step": ckpt_step,
-        "run_state": state,
-        "task": task_name,
-        "arch": cfg.arch,
-        "norm": cfg.norm,
-        "train_level": cfg.train_level if cfg.train_level is not None else ladder.train,
-        "train_iters": cfg.train_iters,
-        "looped": looped,
-        "iters": T,
-        "device": str(dev),
-        "halting": {"tol": halt_tol} if looped else None,
-        "solver": {"name": solver, "max_iter": max_iter, "tol": solver_tol} if (looped and solver) else None,
-        "levels": [],
-    }
+    plan = EvalPlan(iters=T, samples=samples, batch_size=batch_size, halt_tol=halt_tol, solver=solver,
+                    max_iter=solver_max_iter or T, solver_tol=solver_tol,
+                    seed=cfg.data_seed + 2 if data_seed is None else data_seed, looped=looped,
+                    train_iters=cfg.train_iters, data_cache=data_cache)
+    train_level = cfg.train_level if cfg.train_level is not None else ladder.train
+    record = _record_header(run_dir, ckpt_path, ckpt_step, state, task_name, cfg, train_level, plan, dev)
     say(f"[eval] {run_dir} step {ckpt_step}: {task_name} {cfg.arch}+{cfg.norm}, levels {levels}, "
         f"T={T}, {samples} samples/level on {dev}")
     for level in levels:
-        t_level = time.perf_counter()
-        data = task.make(level, samples, seed, cache_dir=data_cache)
-        parts: dict[str, list[Tensor]] = {"correct": [], "token_acc": [], "residual": []}
-        halt: dict[str, list[Tensor]] = {"nfe": [], "correct": [], "halted": []}
-        sol: dict[str, Any] = {"correct": [], "nfe": 0, "steps": [], "converged": [], "diverged": [], "failures": 0}
-        for start in range(0, samples, batch_size):
-            x = data.inputs[start:start + batch_size].to(dev)
-            y = data.targets[start:start + batch_size].to(dev)
-            a = data.answers[start:start + batch_size].to(dev) if data.answers is not None else None
-            if looped:
-                tr = trajectory_metrics(core, task, x, y, T, a)
-            else:
-                with torch.no_grad():
-                    logits = core(x, 1)[-1].float()
-                tr = {"correct": task.correct(logits, y, a).cpu()[None],
-                      "token_acc": task.token_accuracy(logits, y).cpu()[None],
-                      "residual": torch.full((1, x.shape[0]), float("nan"))}
-            parts["correct"].append(tr["correct"])
-            parts["residual"].append(tr["residual"])
-            parts["token_acc"].append(tr["token_acc"] * x.shape[0])  # batch sums, divided below
-            if looped:
-                for k, v in halting_from_trajectory(tr["correct"], tr["residual"], halt_tol).items():
-                    halt[k].append(v)
-                if solver:
-                    s = solver_metrics(core, task, x, y, solver, max_iter, solver_tol, a)
-                    for k in ("correct", "steps", "converged", "diverged"):
-                        sol[k].append(s[k])
-                    sol["nfe"] += s["nfe"] * x.shape[0]
-                    sol["failures"] += int(s["failure"] is not None)
-        merged = {"correct": torch.cat(parts["correct"], dim=1), "residual": torch.cat(parts["residual"], dim=1),
-                  "token_acc": torch.stack(parts["token_acc"]).sum(dim=0) / samples}
-        rec = _level_record(level, data.grid, samples, seed, merged["correct"], merged["token_acc"],
-                            merged["residual"], cfg.train_iters)
-        rec["halting"] = None
-        rec["solver"] = None
-        if looped:
-            h = {k: torch.cat(v) for k, v in halt.items()}
-            rec["halting"] = {"tol": halt_tol, "accuracy": float(h["correct"].float().mean()),
-                              "mean_nfe": float(h["nfe"].float().mean()),
-                              "halted_fraction": float(h["halted"].float().mean())}
-            if solver:
-                steps = torch.cat(sol["steps"])
-                reached = steps[steps > 0]
-                rec["solver"] = {
-                    "name": solver, "max_iter": max_iter, "tol": solver_tol,
-                    "accuracy": float(torch.cat(sol["correct"]).float().mean()),
-                    "nfe": sol["nfe"] / samples,
-                    "mean_steps_to_tol": float(reached.float().mean()) if reached.numel() else None,
-                    "converged_fraction": float(torch.cat(sol["converged"]).float().mean()),
-                    "diverged_fraction": float(torch.cat(sol["diverged"]).float().mean()),
-                    "failures": sol["failures"],
-                }
-        rec["wall_s"] = round(time.perf_counter() - t_level, 2)
-        record["levels"].append(rec)
-        msg = (f"[eval] level {level}: acc@T {rec['final_accuracy']:.4f} best {rec['best_accuracy']:.4f} "
-               f"@ t={rec['best_iteration']} overthinking {rec['overthinking_penalty']:.4f} "
-               f"token acc@T {rec['token_accuracy'][-1]:.4f}")
-        if rec["halting"]:
-            msg += f" | halting acc {rec['halting']['accuracy']:.4f} nfe {rec['halting']['mean_nfe']:.1f}"
-        if rec["solver"]:
-            msg += f" | {solver} acc {rec['solver']['accuracy']:.4f} nfe {rec['solver']['nfe']:.1f}"
-        say(msg + f" ({rec['wall_s']:.1f}s)")
-
+        record["levels"].append(evaluate_level(core, task, level, plan, dev))
+        say(_level_message(record["levels"][-1]))
     out_path = Path(out) if out is not None else run_dir / EVAL_FILE
-    record["plots"] = []
-    record["wall_s"] = round(time.perf_counter() - t_start, 2)
-    if plots:
-        from fpstab.reports.plots import plot_eval
-
-        paths = plot_eval(record, out_path.parent / PLOTS_DIR)
-        record["plots"] = [str(p.relative_to(out_path.parent)) for p in paths]
-    atomic_write_json(out_path, record)
-    say(f"[eval] wrote {out_path}" + (f" and {len(record['plots'])} plots in {out_path.parent / PLOTS_DIR}" if plots else ""))
+    paths = _finish(record, out_path, plots, t_start)
+    say(f"[eval] wrote {out_path}" + (f" and {len(paths)} plots in {out_path.parent / PLOTS_DIR}" if plots else ""))
     return record
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from fpstab.reports.probe_table import format_number
 
+# The writer (fixedpoint.hessian) holds the same string; tests/test_report.py checks they agree.
 HESSIAN_SCHEMA = "fpstab.hessian/1"
 
 

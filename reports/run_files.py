@@ -40,6 +40,7 @@ EVAL_SCHEMA_VERSION = 1
 SWEEP_RUN_SCHEMA = "fpstab.sweep_run/1"
 
 
+# The writer (fixedpoint.probes.records.SCHEMA_VERSION) holds the same string; tests/test_report.py checks.
 PROBE_SCHEMA = "fpstab.probe/2"
 
 

@@ -111,3 +111,14 @@ def test_report_is_deterministic_and_self_contained(tree, tmp_path):
 def test_report_refuses_a_tree_without_runs(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no run directories" in capsys.readouterr().err
+
+
+def test_record_writers_and_readers_agree_on_their_schema_strings() -> None:
+    """fixedpoint writes the probe and Hessian records and reports reads them; as sibling packages
+    they hold their own copies of each schema string, which must be the same."""
+    from fpstab.fixedpoint.hessian import HESSIAN_SCHEMA as hessian_written
+    from fpstab.fixedpoint.probes.records import SCHEMA_VERSION as probe_written
+    from fpstab.reports.hessian_table import HESSIAN_SCHEMA as hessian_read
+    from fpstab.reports.run_files import PROBE_SCHEMA as probe_read
+
+    assert (probe_written, hessian_written) == (probe_read, hessian_read)

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from fpstab.fixedpoint.estimate import Estimate
 
+# The reader (reports.run_files.PROBE_SCHEMA) holds the same string; tests/test_report.py checks.
 SCHEMA_VERSION = "fpstab.probe/2"
 STATUSES: tuple[str, ...] = ("pass", "fail", "undetermined")
 
