@@ -179,6 +179,13 @@ def solve(
             sample diverged; for "iterate" also when every sample is below tol).
         solver_kwargs: passed to the torchdeq solver (e.g. m, lam, tau).
     """
+    _check_solve_args(solver, max_iter, tol, returns, h0, check_every)
+    rec = _Recorder(f, h0, blowup, check_every, stop_below=tol if solver == "iterate" else None)
+    failure = _run_solver(rec, solver, h0, max_iter, tol, solver_kwargs)
+    return _solve_result(rec, solver, h0, tol, returns, failure)
+
+
+def _check_solve_args(solver: str, max_iter: int, tol: float, returns: str, h0: Tensor, check_every: int) -> None:
     if solver not in SOLVERS:
         raise ValueError(f"solver={solver!r} is not one of {list(SOLVERS)}")
     if returns not in RETURNS:
@@ -191,17 +198,26 @@ def solve(
         raise ValueError(f"h0 must be batched, shape (B, ...); got {tuple(h0.shape)}")
     if check_every < 1:
         raise ValueError(f"check_every={check_every} must be >= 1")
-    rec = _Recorder(f, h0, blowup, check_every, stop_below=tol if solver == "iterate" else None)
+
+
+def _run_solver(rec: _Recorder, solver: str, h0: Tensor, max_iter: int, tol: float,
+                solver_kwargs: dict[str, float]) -> str | None:
+    """Run the solver on the recorder's map; its failure as a one-line message, or None."""
     run = _iterate_solver if solver == "iterate" else _TORCHDEQ[solver]
-    failure: str | None = None
     with torch.no_grad():
         try:
             run(rec, h0.detach(), max_iter=max_iter, tol=tol, stop_mode="rel", **solver_kwargs)
         except _Stop:
             if rec.stopped_by == "diverged":
-                failure = "every sample became non-finite or blew up"
+                return "every sample became non-finite or blew up"
         except (torch.linalg.LinAlgError, RuntimeError) as err:
-            failure = f"{type(err).__name__}: {err}".splitlines()[0]
+            return f"{type(err).__name__}: {err}".splitlines()[0]
+    return None
+
+
+def _solve_result(rec: _Recorder, solver: str, h0: Tensor, tol: float, returns: str,
+                  failure: str | None) -> SolveResult:
+    """The SolveResult of a finished run from what the recorder saw."""
     if not rec.rel:  # the solver broke down before its first evaluation
         inf = torch.full((h0.shape[0], 1), float("inf"), device=h0.device)
         rec.rel, rec.abs = [inf[:, 0]], [inf[:, 0]]
