@@ -277,6 +277,36 @@ def _parse_grid(text: str, what: str, blanks: bool) -> list[int]:
     return [int(ch) for ch in text.translate(_DIGITS)]
 
 
+def _csv_header(header: list[str] | None, path: Path) -> tuple[list[str], dict[str, int]]:
+    """The header row and each needed column's index; ValueError naming the file if one is missing."""
+    if header is None:
+        raise ValueError(f"{path}: empty file; expected the header {','.join(CSV_COLUMNS)}")
+    names = [h.strip().lower() for h in header]
+    missing = [c for c in CSV_COLUMNS if c not in names]
+    if missing:
+        raise ValueError(f"{path}:1: header lacks {missing}; expected {','.join(CSV_COLUMNS)}")
+    return header, {c: names.index(c) for c in CSV_COLUMNS}
+
+
+def _csv_row(row: list[str], header: list[str], col: dict[str, int],
+             check_unique: bool) -> tuple[list[int], list[int], float]:
+    """(question, answer, rating) of one data row, checked; ValueError saying what is wrong with it."""
+    if len(row) != len(header):
+        raise ValueError(f"row has {len(row)} fields; the header has {len(header)}")
+    question = _parse_grid(row[col["question"]].strip(), "question", blanks=True)
+    answer = _parse_grid(row[col["answer"]].strip(), "answer", blanks=False)
+    try:
+        rating = float(row[col["rating"]])
+    except ValueError:
+        raise ValueError(f"rating {row[col['rating']]!r} is not a number") from None
+    err = _grid_errors(question, answer)
+    if err:
+        raise ValueError(err)
+    if check_unique and solve(question, limit=2).n_solutions != 1:
+        raise ValueError("question does not have exactly one solution")
+    return question, answer, rating
+
+
 def load_csv(
     path: str | Path,
     limit: int | None = None,
@@ -301,38 +331,15 @@ def load_csv(
     sources: list[str] = []
     with open(path, newline="", encoding="utf-8") as f:
         rows = csv_rows(f, path)
-        _, header = next(rows, (0, None))
-        if header is None:
-            raise ValueError(f"{path}: empty file; expected the header {','.join(CSV_COLUMNS)}")
-        names = [h.strip().lower() for h in header]
-        missing = [c for c in CSV_COLUMNS if c not in names]
-        if missing:
-            raise ValueError(f"{path}:1: header lacks {missing}; expected {','.join(CSV_COLUMNS)}")
-        col = {c: names.index(c) for c in CSV_COLUMNS}
+        header, col = _csv_header(next(rows, (0, None))[1], path)
         for line, row in rows:
             if not row or all(not field.strip() for field in row):
                 continue
             try:
-                if len(row) != len(header):
-                    raise ValueError(f"row has {len(row)} fields; the header has {len(header)}")
-                question = _parse_grid(row[col["question"]].strip(), "question", blanks=True)
-                answer = _parse_grid(row[col["answer"]].strip(), "answer", blanks=False)
-                try:
-                    rating = float(row[col["rating"]])
-                except ValueError:
-                    raise ValueError(f"rating {row[col['rating']]!r} is not a number") from None
-                err = _grid_errors(question, answer)
-                if err:
-                    raise ValueError(err)
-                if check_unique:
-                    result = solve(question, limit=2)
-                    if result.n_solutions != 1:
-                        raise ValueError("question does not have exactly one solution")
+                question, answer, rating = _csv_row(row, header, col, check_unique)
             except ValueError as e:
                 raise ValueError(f"{path}:{line}: {e}") from None
-            if min_rating is not None and rating < min_rating:
-                continue
-            if max_rating is not None and rating > max_rating:
+            if (min_rating is not None and rating < min_rating) or (max_rating is not None and rating > max_rating):
                 continue
             puzzles.append(question)
             solutions.append(answer)
