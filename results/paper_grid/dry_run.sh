@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A CPU dry run of what device.sh runs, before spending device time: paper.toml with a tiny model,
+# a few samples and T = 20, one config per task (standard_recall + outer), every stage (train, eval,
+# probe, report), against a copy of the carried data cache. Fails if any stage fails or if a data
+# set had to be generated (the cache must already hold every set the grid reads). It reads fewer samples
+# than the grid, which a larger cached set serves by slicing; make_data.sh makes the grid's full sizes.
+#
+#     bash results/paper_grid/dry_run.sh        # repository root; about 1.5 minutes on 2 cores
+set -euo pipefail
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r "${FPSTAB_CACHE_SRC:-.cache/fpstab}" "$work/cache"
+before=$(find "$work/cache" -type f | wc -l)
+python3 - "$work/tiny.toml" <<'PY'
+import re, sys
+text = open("results/paper_grid/paper.toml").read()
+subs = [(r"(?m)^n_train = .*$", "n_train = 64\nd_model = 32\nn_heads = 2\nbatch_size = 16"),
+        (r"(?m)^n_val = .*$", "n_val = 16"), (r"(?m)^epochs = .*$", "epochs = 1"),
+        (r"(?m)^warmup_epochs = .*$", "warmup_epochs = 0.5"), (r"(?m)^lr_milestones = .*$", "lr_milestones = []"),
+        (r"(?m)^iters = .*$", "iters = 20"), (r"(?m)^solver_max_iter = .*$", "solver_max_iter = 20"),
+        (r"(?m)^samples = 300$", "samples = 16"), (r"(?m)^samples = 8$", "samples = 2")]
+for pattern, repl in subs:
+    text, n = re.subn(pattern, repl, text)
+    if n != 1:
+        sys.exit(f"dry_run.sh: paper.toml no longer has exactly one line matching {pattern!r}")
+open(sys.argv[1], "w").write(text)
+PY
+FPSTAB_CACHE="$work/cache" python3 -m fpstab.cli sweep "$work/tiny.toml" --out "$work/runs" \
+    --only arch=standard_recall --only norm=outer --jobs 2 --threads 1
+for run in "$work"/runs/*-s0; do
+    for f in eval.json probe.json; do
+        [ -s "$run/$f" ] || { echo "dry run: $run has no $f" >&2; exit 1; }
+    done
+done
+python3 -m fpstab.cli report "$work/runs" --out "$work/report"
+after=$(find "$work/cache" -type f | wc -l)
+if [ "$after" != "$before" ]; then
+    echo "dry run: the data cache grew from $before to $after files: a set the grid reads is not carried" >&2
+    exit 1
+fi
+echo "dry run OK: 3 runs trained, evaluated, probed and reported; no data set generated ($before cached files)"
