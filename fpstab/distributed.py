@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,9 @@ def ranks_from_env(env: Mapping[str, str] | None = None) -> Ranks:
     return Ranks(rank, world, local_rank)
 
 
+DRAIN_S = 0.2  # seconds the workers get to finish before the group is torn down
+
+
 @contextlib.contextmanager
 def process_group(ranks: Ranks, device_type: str, timeout_s: float = 600.0) -> Iterator[None]:
     """The default process group for `ranks` while the block runs (nothing when not distributed).
@@ -136,6 +140,14 @@ def process_group(ranks: Ranks, device_type: str, timeout_s: float = 600.0) -> I
     try:
         yield
     finally:
+        # A gloo worker thread frees a finished collective's tensors a moment after the caller's wait()
+        # returned, and freeing a tensor Python let go of takes the GIL. The group's destructor joins
+        # those workers while holding the GIL. It runs here, or later when the DDP module that holds the
+        # group is freed. If it starts inside that moment, the join and the worker wait on each other
+        # forever. Seen with torch 2.13 on CPU when a 2-rank run stopped right after a collective
+        # (--stop-after-steps): about 1 hang in 4 tries, and gdb showed exactly that wait. Sleeping lets
+        # the workers take the GIL and finish first. No collective follows, so none can start again.
+        time.sleep(DRAIN_S)
         dist.destroy_process_group()
 
 
