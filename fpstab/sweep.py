@@ -451,14 +451,29 @@ def run(args: argparse.Namespace) -> int:
         for spec in shard_runs(grid.runs, shard, only):
             print(f"{spec.index:>3} {spec.name}: eval {list(spec.eval_levels)}, probe {list(spec.probe_levels)}")
         return EXIT_OK
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    if threading.current_thread() is not threading.main_thread():
+        return _run_sweep(grid, args, opts)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    # A non-interactive shell starts a background job (`fpstab sweep ... &`) with SIGINT ignored, and
+    # Python then raises no KeyboardInterrupt: `kill -INT` would be lost, and so would the SIGINT the
+    # sweep sends its own stages (they would inherit the ignore). Python's handler is installed
+    # instead; a handled signal is reset to the default in the stages the sweep starts.
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _run_sweep(grid, args, opts)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_sweep(grid: Grid, args: argparse.Namespace, opts: SweepOptions) -> int:
     try:
         return sweep(grid, args.out, opts, quiet=args.quiet)
     except KeyboardInterrupt:
         return EXIT_STOPPED
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _terminate(signum: int, frame: object) -> None:

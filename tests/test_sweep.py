@@ -107,16 +107,23 @@ def test_sweep_refuses_bad_arguments_in_one_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_sweep_stops_at_once_and_starts_nothing_more(tmp_path, sig):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sig, started_ignoring_sigint",
+                         [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_an_interrupted_sweep_stops_at_once_and_starts_nothing_more(tmp_path, sig, started_ignoring_sigint):
     """Ctrl-C (or a scheduler's SIGTERM) sent to the sweep alone: the running training checkpoints
-    and stops, the next run never starts, and the sweep exits 130 without waiting for the grid."""
+    and stops, the next run never starts, and the sweep exits 130 without waiting for the grid. Also
+    for a sweep started with SIGINT ignored, as a non-interactive shell starts a background job."""
     grid_file = tmp_path / "grid.toml"
     grid_file.write_text(SMOKE.read_text().replace("epochs = 1", "epochs = 50") + "\n[runtime]\nlog_every = 1\n")
     out = tmp_path / "runs"
     first, second = (out / spec.name for spec in load_grid(grid_file).runs)
     proc = subprocess.Popen([sys.executable, "-m", "fpstab.cli", "sweep", str(grid_file), "--out", str(out),
-                             "--jobs", "1", "--quiet"], cwd=REPO, start_new_session=True)
+                             "--jobs", "1", "--quiet"], cwd=REPO, start_new_session=True,
+                            preexec_fn=_ignore_sigint if started_ignoring_sigint else None)
     deadline = time.monotonic() + 120
     metrics = first / "metrics.jsonl"
     # the first step's record: the training's interrupt handler is in place
