@@ -382,6 +382,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model}: {sum(q.numel() for q in m.parameters()):,} params, "
               f"{flops[model] / 1e9:.2f} GFLOP per step (fwd+bwd, counted)")
 
+    def write_rows() -> None:
+        """The rows so far as JSON (after every variant: a run cut short keeps what it measured)."""
+        if not a.json:
+            return
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = a.json.with_name(a.json.name + ".tmp")
+        tmp.write_text(json.dumps({
+            "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+            "fpstab_checkout": str(code), "fpstab_commit": git_commit(code),
+            "threads": torch.get_num_threads(), "command": " ".join(sys.argv),
+            "batch": batch, "tokens": n_tokens, "d_model": d, "heads": heads, "iters": iters,
+            "arch": a.arch, "norm": a.norm, "warmup": warmup, "steps": steps, "chunk": a.chunk,
+            "peak_tflops": a.peak_tflops, "gflop_per_step": {k: v / 1e9 for k, v in flops.items()},
+            "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+        tmp.replace(a.json)
+
     budget = a.budget_s if a.budget_s is not None else (170.0 if cuda else float("inf"))
     t_start = time.perf_counter()
     rows: list[Row] = []
@@ -405,18 +421,10 @@ def main(argv: list[str] | None = None) -> int:
                 gflops["fpstab"] / gflops["plain"]
         if cuda:
             torch.cuda.empty_cache()
+        write_rows()
 
     print_table(rows, cuda)
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps({
-            "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-            "fpstab_checkout": str(code), "fpstab_commit": git_commit(code),
-            "threads": torch.get_num_threads(), "command": " ".join(sys.argv),
-            "batch": batch, "tokens": n_tokens, "d_model": d, "heads": heads, "iters": iters,
-            "arch": a.arch, "norm": a.norm, "warmup": warmup, "steps": steps, "chunk": a.chunk,
-            "peak_tflops": a.peak_tflops, "gflop_per_step": {k: v / 1e9 for k, v in flops.items()},
-            "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    write_rows()
     return 0
 
 

@@ -9,33 +9,45 @@
 #
 # Writes under $OUT: device.txt (GPU, torch), bench.{txt,json}, and for each sweep a
 # tarball of its run records (no checkpoints) plus the sweep's log.
+#
+# DEVICE (default cuda), GRID_FILE (default paper.toml), RUNS_DIR (default results/paper_grid/runs) and
+# FPSTAB_CACHE (default .cache/fpstab) exist for dry_run.sh, which runs this script on a CPU.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
+DEVICE=${DEVICE:-cuda}
+GRID_FILE=${GRID_FILE:-results/paper_grid/paper.toml}
+RUNS_DIR=${RUNS_DIR:-results/paper_grid/runs}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:$PWD
-export FPSTAB_CACHE=$PWD/.cache/fpstab PYTHONUNBUFFERED=1
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } | tee "$OUT/device.txt"
+export FPSTAB_CACHE=${FPSTAB_CACHE:-$PWD/.cache/fpstab} PYTHONUNBUFFERED=1
+if [ "$DEVICE" = cuda ]; then
+    { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+      python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } | tee "$OUT/device.txt"
+else
+    python3 -c "import torch; print('torch', torch.__version__, 'on $DEVICE')" | tee "$OUT/device.txt"
+fi
 
 sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME [sweep flags]: trainings stop after SECONDS,
     # evals and probes of trained runs after HARD_S (default SECONDS + 150)
-    timeout "${HARD_S:-$(( $2 + 150 ))}" python3 -m fpstab.cli sweep "$1" --out "$3" --device cuda \
+    timeout "${HARD_S:-$(( $2 + 150 ))}" python3 -m fpstab.cli sweep "$1" --out "$3" --device "$DEVICE" \
         --jobs "${JOBS:-7}" --threads "${THREADS:-2}" --stop-after "$2" "${@:5}" 2>&1 | tee "$OUT/sweep-$4.log"
     tar czf "$OUT/runs-$4.tar.gz" --exclude='checkpoints' -C "$(dirname "$3")" "$(basename "$3")"
 }
 
 for step in "$@"; do
     case $step in
-        bench) for model in fpstab plain; do  # one model per process: a timeout loses one half only
-                   timeout "${BENCH_S:-150}" python3 benchmarks/train_speed.py --arch standard_recall --norm outer \
-                       --models "$model" --variants "${VARIANTS:-eager_bf16,compile_bf16,eager_fp32}" \
-                       --steps "${STEPS:-10}" --warmup 3 --json "$OUT/bench-$model.json" 2>&1 | tee "$OUT/bench-$model.txt"
-               done ;;
+        bench) # both models in one process, their timed steps alternating (the per-FLOP ratio is
+               # measured side by side); the JSON is rewritten after every variant, so a timeout keeps
+               # the variants already measured, and --budget-s starts none after BENCH_BUDGET_S
+               timeout "${BENCH_S:-330}" python3 benchmarks/train_speed.py --arch standard_recall --norm outer \
+                   --device "$DEVICE" ${BENCH_FLAGS:-} --models plain,fpstab \
+                   --variants "${VARIANTS:-eager_bf16,compile_bf16,eager_fp32}" --budget-s "${BENCH_BUDGET_S:-200}" \
+                   --steps "${STEPS:-10}" --warmup 3 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" ;;
         calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" /tmp/runs/calibrate calibrate ;;
         grid:*) IFS=: read -r _ seconds filter <<<"$step"
                 only=(); for kv in ${filter//,/ }; do only+=(--only "$kv"); done
-                sweep results/paper_grid/paper.toml "$seconds" results/paper_grid/runs paper "${only[@]}" ;;
+                sweep "$GRID_FILE" "$seconds" "$RUNS_DIR" paper "${only[@]}" ;;
         *) echo "unknown step $step" >&2 ;;
     esac
 done

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A CPU dry run of what device.sh runs, before spending device time: paper.toml with a tiny model,
+# A CPU dry run of device.sh (its bench and grid steps), before spending device time: paper.toml with a tiny model,
 # a few samples and T = 20, one config per task (standard_recall + outer), every stage (train, eval,
 # probe, report), against a copy of the carried data cache. Fails if any stage fails or if a data
 # set had to be generated (the cache must already hold every set the grid reads). It reads fewer samples
@@ -25,9 +25,16 @@ for pattern, repl in subs:
         sys.exit(f"dry_run.sh: paper.toml no longer has exactly one line matching {pattern!r}")
 open(sys.argv[1], "w").write(text)
 PY
-FPSTAB_CACHE="$work/cache" python3 -m fpstab.cli sweep "$work/tiny.toml" --out "$work/runs" \
-    --only arch=standard_recall --only norm=outer --jobs 2 --threads 1
-for run in "$work"/runs/*-s0; do
+# device.sh itself, as the GPU machine runs it, with the CPU and the tiny grid swapped in.
+OUT="$work/out" DEVICE=cpu GRID_FILE="$work/tiny.toml" RUNS_DIR="$work/runs" FPSTAB_CACHE="$work/cache" \
+    JOBS=2 THREADS=1 VARIANTS=eager_fp32 BENCH_FLAGS="--small --iters 4 --threads 1" STEPS=1 \
+    bash results/paper_grid/device.sh bench grid:120:arch=standard_recall,norm=outer
+for f in device.txt bench.json sweep-paper.log runs-paper.tar.gz; do
+    [ -s "$work/out/$f" ] || { echo "dry run: device.sh wrote no $f under \$OUT" >&2; exit 1; }
+done
+runs=("$work"/runs/*-s0)
+[ "${#runs[@]}" = 3 ] || { echo "dry run: expected 3 runs, found ${#runs[@]}" >&2; exit 1; }
+for run in "${runs[@]}"; do
     for f in eval.json probe.json; do
         [ -s "$run/$f" ] || { echo "dry run: $run has no $f" >&2; exit 1; }
     done
@@ -38,4 +45,4 @@ if [ "$after" != "$before" ]; then
     echo "dry run: the data cache grew from $before to $after files: a set the grid reads is not carried" >&2
     exit 1
 fi
-echo "dry run OK: 3 runs trained, evaluated, probed and reported; no data set generated ($before cached files)"
+echo "dry run OK: device.sh bench and grid ran; 3 runs trained, evaluated, probed and reported; no data set generated ($before cached files)"
