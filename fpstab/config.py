@@ -176,6 +176,9 @@ class TrainConfig:
     train_iters: int = field(default=30, metadata=option("m: loop iterations in training", low=1))
     alpha: float = field(default=1.0, metadata=option("progressive-loss weight (1: progressive only)",
                                                       low=0.0, high=1.0))
+    depth_warmup_epochs: float = field(default=0.0, metadata=option(
+        "epochs over which the progressive loss's largest depth grows linearly from 1 to train_iters "
+        "(0: train_iters from the first step, the paper's protocol)", low=0.0))
     grad_mode: str = field(default="progressive", metadata=option("how gradients are taken", choices=GRAD_MODES))
     solver: str = field(default="anderson", metadata=option("fixed-point solver of the implicit and phantom modes",
                                                             choices=SOLVERS))

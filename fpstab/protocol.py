@@ -56,15 +56,26 @@ def progressive_depths(m: int, generator: torch.Generator) -> tuple[int, int]:
     return n, k
 
 
-def loss_depths(cfg: TrainConfig, generator: torch.Generator, looped: bool = True) -> tuple[int, int]:
+def max_depth_at(cfg: TrainConfig, step: int) -> int:
+    """The progressive loss's largest depth m at optimizer step `step` (0-based): train_iters, or
+    during a depth warm-up of D = cfg.depth_warmup_epochs > 0 epochs,
+    m = ceil(train_iters * (step + 1) / (D * steps_per_epoch)), at least 1 and at most train_iters."""
+    if cfg.depth_warmup_epochs <= 0:
+        return cfg.train_iters
+    ramp_steps = cfg.depth_warmup_epochs * cfg.steps_per_epoch
+    return max(1, min(cfg.train_iters, math.ceil(cfg.train_iters * (step + 1) / ramp_steps)))
+
+
+def loss_depths(cfg: TrainConfig, generator: torch.Generator, looped: bool = True,
+                step: int | None = None) -> tuple[int, int]:
     """(n, k) of one batch: (0, 1) for a one-pass core, (0, train_iters) for grad_mode "unrolled",
-    else `progressive_depths` (drawn also for the modes that ignore them, so their sampler states
-    stay as they were)."""
+    else `progressive_depths` at m = `max_depth_at(cfg, step)` (train_iters when step is None), drawn
+    also for the modes that ignore them, so their sampler states stay as they were."""
     if not looped:
         return 0, 1
     if cfg.grad_mode == "unrolled":
         return 0, cfg.train_iters
-    return progressive_depths(cfg.train_iters, generator)
+    return progressive_depths(cfg.train_iters if step is None else max_depth_at(cfg, step), generator)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:

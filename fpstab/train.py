@@ -452,7 +452,7 @@ def _train_one_step(run: _Run, batches: Batches, val_set: Any, stop: _StopFlag) 
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     # every rank draws the same (n, k): the sampler is seeded alike and checkpointed
-    depths = loss_depths(cfg, run.sampler, run.looped)
+    depths = loss_depths(cfg, run.sampler, run.looped, run.step)
     trace = _trace_loop(run, x, y)
     stats = train_step(run.core, run.step_fn, run.task, cfg, run.optimizer, x, y, depths, run.precision,
                        parallel=run.parallel, answers=answers)

@@ -26,7 +26,7 @@ from fpstab.runs import (
     read_json,
     save_checkpoint,
 )
-from fpstab.protocol import lr_at, param_groups, progressive_depths
+from fpstab.protocol import loss_depths, lr_at, max_depth_at, param_groups, progressive_depths
 from fpstab.train_command import add_arguments, config_from_args, runtime_from_args
 
 
@@ -207,6 +207,29 @@ def test_progressive_depths_reproducible() -> None:
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert [progressive_depths(30, g1) for _ in range(20)] == [progressive_depths(30, g2) for _ in range(20)]
     assert a[0] == a[1]
+
+
+def test_depth_warmup_raises_the_largest_depth_linearly_then_holds() -> None:
+    """depth_warmup_epochs D: m grows from 1 to train_iters over D epochs; 0 keeps train_iters throughout."""
+    cfg = resolve_config("tiny", {"train_iters": 30, "n_train": 320, "batch_size": 32})  # 10 steps an epoch
+    assert [max_depth_at(cfg, s) for s in (0, 5, 1000)] == [30, 30, 30]
+    ramp = cfg.replace(depth_warmup_epochs=3.0)  # 30 steps of ramp
+    depths = [max_depth_at(ramp, s) for s in range(40)]
+    assert depths[0] == 1 and depths[:30] == list(range(1, 31)) and depths[30:] == [30] * 10
+    half = cfg.replace(depth_warmup_epochs=6.0)  # 60 steps: m = ceil(30 (s + 1) / 60)
+    assert [max_depth_at(half, s) for s in (0, 1, 2, 59, 60)] == [1, 1, 2, 30, 30]
+    g = torch.Generator().manual_seed(0)
+    for s in range(0, 60, 3):  # every draw stays within the ramp's bound
+        n, k = loss_depths(half, g, step=s)
+        assert 1 <= n + k <= max_depth_at(half, s)
+
+
+def test_without_a_depth_warmup_the_sampler_draws_as_before() -> None:
+    cfg = resolve_config("tiny", {})
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert [loss_depths(cfg, g1, step=s) for s in range(50)] == [loss_depths(cfg, g2) for _ in range(50)]
+    with pytest.raises(ValueError, match="depth_warmup_epochs"):
+        resolve_config("tiny", {"depth_warmup_epochs": -1.0})
 
 
 # ---- files and checkpoints -------------------------------------------------
