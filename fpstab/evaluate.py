@@ -186,6 +186,16 @@ class EvalPlan:
     train_iters: int
     data_cache: str | None = None
 
+    def halting(self) -> dict[str, Any] | None:
+        """The halting settings a record names (None for a one-pass core)."""
+        return {"tol": self.halt_tol} if self.looped else None
+
+    def solver_settings(self) -> dict[str, Any] | None:
+        """The solver settings a record names (None without a solver or for a one-pass core)."""
+        if not (self.looped and self.solver):
+            return None
+        return {"name": self.solver, "max_iter": self.max_iter, "tol": self.solver_tol}
+
 
 def _one_pass_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, answers: Tensor | None) -> dict[str, Tensor]:
     """`trajectory_metrics` of a one-pass core: its single output, T = 1, no residual."""
@@ -229,23 +239,23 @@ class _LevelTally:
         rec = _level_record(level, grid, plan.samples, plan.seed, torch.cat(self.parts["correct"], dim=1),
                             torch.stack(self.parts["token_acc"]).sum(dim=0) / plan.samples,
                             torch.cat(self.parts["residual"], dim=1), plan.train_iters)
-        rec["halting"] = self._halting(plan) if plan.looped else None
-        rec["solver"] = self._solver(plan) if (plan.looped and plan.solver) else None
+        halting, solver = plan.halting(), plan.solver_settings()
+        rec["halting"] = None if halting is None else {**halting, **self._halting()}
+        rec["solver"] = None if solver is None else {**solver, **self._solver(plan.samples)}
         return rec
 
-    def _halting(self, plan: EvalPlan) -> dict[str, Any]:
+    def _halting(self) -> dict[str, Any]:
         h = {k: torch.cat(v) for k, v in self.halt.items()}
-        return {"tol": plan.halt_tol, "accuracy": float(h["correct"].float().mean()),
-                "mean_nfe": float(h["nfe"].float().mean()), "halted_fraction": float(h["halted"].float().mean())}
+        return {"accuracy": float(h["correct"].float().mean()), "mean_nfe": float(h["nfe"].float().mean()),
+                "halted_fraction": float(h["halted"].float().mean())}
 
-    def _solver(self, plan: EvalPlan) -> dict[str, Any]:
+    def _solver(self, samples: int) -> dict[str, Any]:
         sol = self.sol
         steps = torch.cat(sol["steps"])
         reached = steps[steps > 0]
         return {
-            "name": plan.solver, "max_iter": plan.max_iter, "tol": plan.solver_tol,
             "accuracy": float(torch.cat(sol["correct"]).float().mean()),
-            "nfe": sol["nfe"] / plan.samples,
+            "nfe": sol["nfe"] / samples,
             "mean_steps_to_tol": float(reached.float().mean()) if reached.numel() else None,
             "converged_fraction": float(torch.cat(sol["converged"]).float().mean()),
             "diverged_fraction": float(torch.cat(sol["diverged"]).float().mean()),
@@ -298,9 +308,8 @@ def _record_header(run_dir: Path, ckpt_path: Path, ckpt_step: int, state: Any, t
         "looped": plan.looped,
         "iters": plan.iters,
         "device": str(device),
-        "halting": {"tol": plan.halt_tol} if plan.looped else None,
-        "solver": ({"name": plan.solver, "max_iter": plan.max_iter, "tol": plan.solver_tol}
-                   if (plan.looped and plan.solver) else None),
+        "halting": plan.halting(),
+        "solver": plan.solver_settings(),
         "levels": [],
     }
 
