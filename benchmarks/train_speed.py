@@ -39,7 +39,6 @@ compiler error) is reported and the others still run.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import subprocess
@@ -69,6 +68,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(_checkout()))
 
 from fpstab.config import TrainConfig  # noqa: E402
+from fpstab.runs import atomic_write_json  # noqa: E402
 from fpstab.train import autocast, make_optimizer, run_iters, train_step  # noqa: E402
 
 MODES = ("eager", "compile", "compile_ro", "compile_chunk")
@@ -367,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     import fpstab
 
     code = Path(fpstab.__file__).resolve().parent.parent
-    print(f"device {device}: {device_name(device)}; torch {torch.__version__}; fpstab from {code} "
-          f"({git_commit(code)})")
+    dev_name, commit = device_name(device), git_commit(code)
+    print(f"device {device}: {dev_name}; torch {torch.__version__}; fpstab from {code} ({commit})")
     print(f"shape: batch {batch} x {n_tokens} tokens, d {d}, {heads} heads, {iters}-iteration unroll + AdamW; "
           f"fpstab {a.arch}+{a.norm}; {warmup} warm-up + {steps} timed steps per model, alternating")
     flops: dict[str, int] = {}
@@ -382,21 +382,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model}: {sum(q.numel() for q in m.parameters()):,} params, "
               f"{flops[model] / 1e9:.2f} GFLOP per step (fwd+bwd, counted)")
 
+    header = {
+        "device": str(device), "device_name": dev_name, "torch": torch.__version__,
+        "fpstab_checkout": str(code), "fpstab_commit": commit,
+        "threads": torch.get_num_threads(), "command": " ".join(sys.argv),
+        "batch": batch, "tokens": n_tokens, "d_model": d, "heads": heads, "iters": iters,
+        "arch": a.arch, "norm": a.norm, "warmup": warmup, "steps": steps, "chunk": a.chunk,
+        "peak_tflops": a.peak_tflops, "gflop_per_step": {k: v / 1e9 for k, v in flops.items()}}
+
     def write_rows() -> None:
         """The rows so far as JSON (after every variant: a run cut short keeps what it measured)."""
-        if not a.json:
-            return
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.json.with_name(a.json.name + ".tmp")
-        tmp.write_text(json.dumps({
-            "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-            "fpstab_checkout": str(code), "fpstab_commit": git_commit(code),
-            "threads": torch.get_num_threads(), "command": " ".join(sys.argv),
-            "batch": batch, "tokens": n_tokens, "d_model": d, "heads": heads, "iters": iters,
-            "arch": a.arch, "norm": a.norm, "warmup": warmup, "steps": steps, "chunk": a.chunk,
-            "peak_tflops": a.peak_tflops, "gflop_per_step": {k: v / 1e9 for k, v in flops.items()},
-            "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
-        tmp.replace(a.json)
+        if a.json:
+            atomic_write_json(a.json, {**header, "rows": [asdict(r) for r in rows]})
 
     budget = a.budget_s if a.budget_s is not None else (170.0 if cuda else float("inf"))
     t_start = time.perf_counter()
