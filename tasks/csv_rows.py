@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -24,3 +24,18 @@ def csv_rows(f: TextIO, path: str | Path) -> Iterator[tuple[int, list[str]]]:
             raise ValueError(f"{path}: cannot be read as UTF-8 CSV text ({type(err).__name__}: {err}); "
                              "is it the right file, and not a corrupt or truncated download?") from None
         yield reader.line_num, row
+
+
+def csv_header(rows: Iterator[tuple[int, list[str]]], path: str | Path, required: Sequence[str],
+               fold_case: bool = False) -> tuple[list[str], dict[str, int]]:
+    """Take the header, the first row of `rows` (from `csv_rows`), and the index of each required column
+    in it (names stripped and lower-cased first when fold_case). ValueError "PATH: empty file" or
+    "PATH:1: header lacks [...]" naming the missing columns."""
+    _, header = next(rows, (0, None))
+    if header is None:
+        raise ValueError(f"{path}: empty file; expected a header with the columns {','.join(required)}")
+    names = [h.strip().lower() for h in header] if fold_case else header
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise ValueError(f"{path}:1: header lacks {missing}; expected the columns {','.join(required)}")
+    return header, {c: names.index(c) for c in required}

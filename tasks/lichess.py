@@ -38,7 +38,7 @@ import numpy as np
 
 from fpstab.tasks.base import Ladder
 from fpstab.tasks.chess_data import ChessSet
-from fpstab.tasks.csv_rows import csv_rows
+from fpstab.tasks.csv_rows import csv_header, csv_rows
 from fpstab.tasks.mate_search import mates_in_one
 
 LICHESS_COLUMNS = ("PuzzleId", "FEN", "Moves", "Rating")
@@ -163,12 +163,7 @@ def load_lichess_csv(
     seen: Counter[str] = Counter()
     with _open_text(path) as f:
         rows = csv_rows(f, path)
-        _, header = next(rows, (0, None))
-        if header is None:
-            raise ValueError(f"{path}: empty file; expected a header with {','.join(LICHESS_COLUMNS)}")
-        missing = [c for c in LICHESS_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{path}:1: header lacks {missing}; expected {','.join(LICHESS_COLUMNS)},...")
+        header, _ = csv_header(rows, path, LICHESS_COLUMNS)
         if wanted and "Themes" not in header:
             raise ValueError(f"{path}:1: themes={list(wanted)} needs a Themes column; the header has {header}")
         for line, fields in rows:

@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 
 from fpstab.tasks.base import Ladder, Task
-from fpstab.tasks.csv_rows import csv_rows
+from fpstab.tasks.csv_rows import csv_header, csv_rows
 from fpstab.tasks.parallel import instance_seed, map_ordered, stream_tag
 from fpstab.tasks.sudoku_search import OPEN_TOP, MinimalPuzzles, random_solution, search_minimal
 from fpstab.tasks.sudoku_solver import is_valid_solution, singles_solve, solve
@@ -277,17 +277,6 @@ def _parse_grid(text: str, what: str, blanks: bool) -> list[int]:
     return [int(ch) for ch in text.translate(_DIGITS)]
 
 
-def _csv_header(header: list[str] | None, path: Path) -> tuple[list[str], dict[str, int]]:
-    """The header row and each needed column's index; ValueError naming the file if one is missing."""
-    if header is None:
-        raise ValueError(f"{path}: empty file; expected the header {','.join(CSV_COLUMNS)}")
-    names = [h.strip().lower() for h in header]
-    missing = [c for c in CSV_COLUMNS if c not in names]
-    if missing:
-        raise ValueError(f"{path}:1: header lacks {missing}; expected {','.join(CSV_COLUMNS)}")
-    return header, {c: names.index(c) for c in CSV_COLUMNS}
-
-
 def _csv_row(row: list[str], header: list[str], col: dict[str, int],
              check_unique: bool) -> tuple[list[int], list[int], float]:
     """(question, answer, rating) of one data row, checked; ValueError saying what is wrong with it."""
@@ -331,7 +320,7 @@ def load_csv(
     sources: list[str] = []
     with open(path, newline="", encoding="utf-8") as f:
         rows = csv_rows(f, path)
-        header, col = _csv_header(next(rows, (0, None))[1], path)
+        header, col = csv_header(rows, path, CSV_COLUMNS, fold_case=True)
         for line, row in rows:
             if not row or all(not field.strip() for field in row):
                 continue
