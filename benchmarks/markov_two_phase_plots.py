@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fpstab.reports.plots import save_figure  # noqa: E402
+
 COLORS = {"single_attn": "tab:blue", "standard_recall": "tab:red"}
 LABELS = {"single_attn": "Single-Attn (single_attn)", "standard_recall": "Looped-Attn (standard_recall)"}
 Record = dict[str, Any]
@@ -60,13 +62,6 @@ def _level(level: str, key: str) -> Callable[[Record], float | None]:
     return lambda e: e["levels"].get(level, {}).get(key)
 
 
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def plot_accuracy(records: Sequence[Record], path: Path) -> Path:
     """Realized and Bayes-optimal token accuracy on the simple (low32) and complex (high32) sets."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
@@ -80,7 +75,7 @@ def plot_accuracy(records: Sequence[Record], path: Path) -> Path:
                 ax.axhline(ceiling, color="0.3", ls="--", lw=1, label=f"Bayes predictor {ceiling:.3f}")
             ax.set_title(f"{name}: {what}", fontsize=10)
             ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_excess(records: Sequence[Record], path: Path) -> Path:
@@ -92,7 +87,7 @@ def plot_excess(records: Sequence[Record], path: Path) -> Path:
         ax.set_yscale("log")
         ax.set_title(f"{level}: excess nll (nats/token)", fontsize=10)
     axes[0][0].legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def hessian_values(h: Record) -> dict[str, float | None]:
@@ -122,7 +117,7 @@ def plot_hessian(records: Sequence[Record], path: Path) -> Path:
             ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
     axes[0][0].legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_all(records: Sequence[Record], out: Path) -> list[Path]:

@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from fpstab.reports.plots import _save
+from fpstab.reports.plots import save_figure
 
 RECORD_KIND = "loop_diagnostics"
 
@@ -131,7 +131,7 @@ def _finish(fig: Any, panels: Sequence[tuple[Any, Any]], xlabel: str, path: str 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
         ax.set_xlabel(xlabel, fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_stream_norms(runs: Mapping[tuple[str, Any], Sequence[Mapping[str, Any]]], rows: Sequence[str],

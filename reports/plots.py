@@ -62,12 +62,12 @@ def _frame(ax: Any, record: Mapping[str, Any], n_iters: int) -> None:
     ax.grid(alpha=0.3)
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    """Write the figure (parent folders made) and free it."""
+def save_figure(fig: Any, path: str | Path, dpi: float | None = None) -> Path:
+    """Write the figure (parent folders made, at `dpi` or matplotlib's default) and free it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -80,7 +80,7 @@ def plot_level(record: Mapping[str, Any], level: Mapping[str, Any], path: str | 
     ax.set_title(_title(record) + f"\nlevel {level['level']}: acc@T {level['final_accuracy']:.3f}, "
                  f"overthinking {level['overthinking_penalty']:.3f}", fontsize=9)
     ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_levels(record: Mapping[str, Any], path: str | Path) -> Path:
@@ -92,7 +92,7 @@ def plot_levels(record: Mapping[str, Any], path: str | Path) -> Path:
         _draw_level(ax, record, lv, label=f"level {lv['level']}", markers=False)
     ax.set_title(_title(record), fontsize=9)
     ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_eval(record: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
@@ -121,7 +121,7 @@ def plot_compare(records: Sequence[Mapping[str, Any]], level: Any, path: str | P
         raise ValueError(f"no record has level {level!r}")
     ax.set_title(f"{records[0]['task']} level {level}", fontsize=9)
     ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training(metrics: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -150,4 +150,4 @@ def plot_training(metrics: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
     for d in diverged:
         for ax in (ax1, ax2):
             ax.axvline(d["step"], color="tab:red", ls="--", lw=1)
-    return _save(fig, path)
+    return save_figure(fig, path)
