@@ -4,11 +4,15 @@
 #
 #     bash results/paper_grid/device.sh STEP [STEP ...]
 #
-# STEP: bench | calibrate | grid:SECONDS[:KEY=VALUE,...] (the paper grid, or the runs whose config
-# matches, into results/paper_grid/runs: records committed from earlier calls are skipped there)
+# STEP: bench | sharing | calibrate | grid:SECONDS[:KEY=VALUE,...] (the paper grid, or the runs whose
+# config matches, into results/paper_grid/runs: records committed from earlier calls are skipped there)
 #
-# Writes under $OUT: device.txt (GPU, torch), bench.{txt,json}, and for each sweep a
-# tarball of its run records (no checkpoints) plus the sweep's log.
+# sharing: benchmarks/gpu_sharing.py, the aggregate training steps/s of N processes on the GPU,
+# time-sliced (SHARE_JOBS, default 1,4) and then under MPS (SHARE_MPS_JOBS, default 4,8) when its
+# daemon starts and a CUDA context opens through it. MPS=1 runs the grid steps under MPS too.
+#
+# Writes under $OUT: device.txt (GPU, torch), bench.{txt,json}, sharing*.{txt,json}, mps.txt, and
+# for each sweep a tarball of its run records (no checkpoints) plus the sweep's log.
 #
 # DEVICE (default cuda), GRID_FILE (default paper.toml), RUNS_DIR (default results/paper_grid/runs) and
 # FPSTAB_CACHE (default .cache/fpstab) exist for dry_run.sh, which runs this script on a CPU.
@@ -28,6 +32,39 @@ else
     python3 -c "import torch; print('torch', torch.__version__, 'on $DEVICE')" | tee "$OUT/device.txt"
 fi
 
+mps_control() {  # the MPS control program: on the PATH, or beside the driver's tools
+    command -v nvidia-cuda-mps-control || ls /usr/local/nvidia/bin/nvidia-cuda-mps-control \
+        /usr/local/cuda/bin/nvidia-cuda-mps-control 2>/dev/null | head -n 1
+}
+
+mps_stop() {
+    local ctl; ctl=$(mps_control)
+    [ -n "$ctl" ] && echo quit | timeout 20 "$ctl" >/dev/null 2>&1
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+}
+
+mps_start() {  # 0 when the MPS daemon runs and a CUDA context opens through it within 90 s; else MPS is off
+    [ "$DEVICE" = cuda ] || { echo "MPS: not on $DEVICE" | tee -a "$OUT/mps.txt"; return 1; }
+    local ctl; ctl=$(mps_control)
+    [ -n "$ctl" ] || { echo "MPS: nvidia-cuda-mps-control not found; off" | tee -a "$OUT/mps.txt"; return 1; }
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if "$ctl" -d && timeout 90 python3 -c "import torch; print(torch.ones(8, device='cuda').sum().item())" >/dev/null; then
+        echo "MPS: on ($ctl)" | tee -a "$OUT/mps.txt"; return 0
+    fi
+    echo "MPS: the daemon did not start or no CUDA context opened through it; off" | tee -a "$OUT/mps.txt"
+    cat "$CUDA_MPS_LOG_DIRECTORY"/*.log >>"$OUT/mps.txt" 2>/dev/null
+    mps_stop; return 1
+}
+
+sharing() {  # sharing LABEL JOBS: benchmarks/gpu_sharing.py on the grid's sudoku shape
+    local flags="${SHARE_FLAGS:-}"
+    [ "$DEVICE" = cuda ] || flags="--tiny --threads 1 $flags"
+    timeout "${SHARE_HARD_S:-200}" python3 benchmarks/gpu_sharing.py --device "$DEVICE" --jobs "$2" \
+        --seconds "${SHARE_S:-25}" --threads "${THREADS:-2}" --label "$1" $flags \
+        --json "$OUT/sharing-$1.json" 2>&1 | tee "$OUT/sharing-$1.txt"
+}
+
 sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME [sweep flags]: trainings stop after SECONDS,
     # evals and probes of trained runs after HARD_S (default SECONDS + 150)
     timeout "${HARD_S:-$(( $2 + 150 ))}" python3 -m fpstab.cli sweep "$1" --out "$3" --device "$DEVICE" \
@@ -35,6 +72,7 @@ sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME [sweep flags]: trainings stop 
     tar czf "$OUT/runs-$4.tar.gz" --exclude='checkpoints' -C "$(dirname "$3")" "$(basename "$3")"
 }
 
+[ "${MPS:-0}" = 1 ] && mps_start
 for step in "$@"; do
     case $step in
         bench) # both models in one process, their timed steps alternating (the per-FLOP ratio is
@@ -44,6 +82,8 @@ for step in "$@"; do
                    --device "$DEVICE" ${BENCH_FLAGS:-} --models plain,fpstab \
                    --variants "${VARIANTS:-eager_bf16,compile_bf16,eager_fp32}" --budget-s "${BENCH_BUDGET_S:-200}" \
                    --steps "${STEPS:-10}" --warmup 3 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" ;;
+        sharing) sharing time-sliced "${SHARE_JOBS:-1,4}"
+                 if mps_start; then sharing mps "${SHARE_MPS_JOBS:-4,8}"; mps_stop; fi ;;
         calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" /tmp/runs/calibrate calibrate ;;
         grid:*) IFS=: read -r _ seconds filter <<<"$step"
                 only=(); for kv in ${filter//,/ }; do only+=(--only "$kv"); done
@@ -51,4 +91,5 @@ for step in "$@"; do
         *) echo "unknown step $step" >&2 ;;
     esac
 done
+[ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && mps_stop
 ls -la "$OUT"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A CPU dry run of device.sh (its bench and grid steps), before spending device time: paper.toml with a tiny model,
+# A CPU dry run of device.sh (its bench, sharing and grid steps), before spending device time: paper.toml with a tiny model,
 # a few samples and T = 20, one config per task (standard_recall + outer), every stage (train, eval,
 # probe, report), against a copy of the carried data cache. Fails if any stage fails or if a data
 # set had to be generated (the cache must already hold every set the grid reads). It reads fewer samples
@@ -28,8 +28,9 @@ PY
 # device.sh itself, as the GPU machine runs it, with the CPU and the tiny grid swapped in.
 OUT="$work/out" DEVICE=cpu GRID_FILE="$work/tiny.toml" RUNS_DIR="$work/runs" FPSTAB_CACHE="$work/cache" \
     JOBS=2 THREADS=1 VARIANTS=eager_fp32 BENCH_FLAGS="--small --iters 4 --threads 1" STEPS=1 \
-    bash results/paper_grid/device.sh bench grid:120:arch=standard_recall,norm=outer
-for f in device.txt bench.json sweep-paper.log runs-paper.tar.gz; do
+    SHARE_JOBS=1,2 SHARE_S=2 SHARE_FLAGS="--warmup 1" \
+    bash results/paper_grid/device.sh bench sharing grid:120:arch=standard_recall,norm=outer
+for f in device.txt bench.json sharing-time-sliced.json sweep-paper.log runs-paper.tar.gz; do
     [ -s "$work/out/$f" ] || { echo "dry run: device.sh wrote no $f under \$OUT" >&2; exit 1; }
 done
 runs=("$work"/runs/*-s0)
@@ -45,4 +46,4 @@ if [ "$after" != "$before" ]; then
     echo "dry run: the data cache grew from $before to $after files: a set the grid reads is not carried" >&2
     exit 1
 fi
-echo "dry run OK: device.sh bench and grid ran; 3 runs trained, evaluated, probed and reported; no data set generated ($before cached files)"
+echo "dry run OK: device.sh bench, sharing and grid ran; 3 runs trained, evaluated, probed and reported; no data set generated ($before cached files)"
