@@ -18,7 +18,8 @@ diverged and neither evaluated nor probed.
 
 --jobs N runs N runs at once (on one GPU they share it). --only KEY=VALUE
 keeps the runs whose config matches (e.g. --only task=sudoku --only
-task=chess: either task). --shard i/n takes
+task=chess: either task; numbers match by value, so lr=3e-4 names 0.0003),
+and refuses a filter that keeps no run of the grid. --shard i/n takes
 runs i, i+n, i+2n, ... (0 <= i < n), so n machines or a scheduler's job
 array (e.g. SLURM_ARRAY_TASK_ID) can split one grid, all writing into one
 results tree: each run's files are written only by the shard that owns it.
@@ -339,15 +340,42 @@ def _fmt(seconds: float) -> str:
 
 
 # ---- the sweep ------------------------------------------------------------------------------
+def only_matches(value: Any, text: str) -> bool:
+    """Whether a resolved config value is what `--only KEY=TEXT` names: the same text, the same
+    number (lr=3e-4 names 0.0003, epochs=16.0 names 16) or the same bool (true/false, any case)."""
+    if str(value) == text:
+        return True
+    if isinstance(value, bool):
+        return text.lower() == str(value).lower()
+    if isinstance(value, (int, float)):
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return False
+    return False
+
+
 def shard_runs(runs: Sequence[RunSpec], shard: tuple[int, int],
                only: Sequence[tuple[str, str]] = ()) -> list[RunSpec]:
     """Runs i, i+n, i+2n, ... of the grid for shard (i, n), keeping those whose resolved config
-    matches `only`: for every key named there, one of its values (compared as text)."""
+    matches `only`: for every key named there, one of its values (`only_matches`)."""
     i, n = shard
-    wanted: dict[str, set[str]] = {}
+    wanted: dict[str, list[str]] = {}
     for key, value in only:
-        wanted.setdefault(key, set()).add(value)
-    return [r for r in runs if r.index % n == i and all(str(r.config.get(k)) in vs for k, vs in wanted.items())]
+        wanted.setdefault(key, []).append(value)
+    return [r for r in runs if r.index % n == i
+            and all(any(only_matches(r.config.get(k), v) for v in vs) for k, vs in wanted.items())]
+
+
+def check_only(runs: Sequence[RunSpec], only: Sequence[tuple[str, str]]) -> None:
+    """ValueError when `only` keeps no run of the whole grid, naming the values the grid has for
+    each key it filters on (a typo or a combination the grid lacks; a shard of it may be empty)."""
+    if not only or shard_runs(runs, (0, 1), only):
+        return
+    have = {key: sorted({str(r.config.get(key)) for r in runs}) for key, _ in only}
+    asked = " ".join(f"--only {k}={v}" for k, v in only)
+    raise ValueError(f"{asked}: no run of the grid matches; its runs have "
+                     + "; ".join(f"{k} in {vs}" for k, vs in have.items()))
 
 
 def parse_only(items: Sequence[str]) -> list[tuple[str, str]]:
@@ -421,7 +449,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", default="0/1", help="i/n: run only runs i, i+n, ... (default: 0/1, all)")
     parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                         help="run only the runs whose config has KEY=VALUE (repeatable: values of one key "
-                             "are alternatives, different keys must all match)")
+                             "are alternatives, different keys must all match; numbers compare by value, "
+                             "lr=3e-4 is 0.0003; a filter that keeps no run is an error)")
     parser.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
                         help="start no training after this and interrupt running ones (they checkpoint); "
                              "trained runs are still evaluated and probed")
@@ -444,6 +473,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} exists and is not a directory")
     grid = load_grid(args.grid)
+    check_only(grid.runs, only)
     threads = args.threads if args.threads is not None else (1 if args.device == "cpu" else None)
     opts = SweepOptions(device=args.device, threads=threads, data_cache=args.data_cache, jobs=args.jobs,
                         shard=shard, only=only, stop_after_s=args.stop_after)

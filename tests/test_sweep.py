@@ -13,7 +13,7 @@ import pytest
 
 from fpstab.cli import main
 from fpstab.grid import load_grid
-from fpstab.sweep import parse_shard, shard_runs
+from fpstab.sweep import check_only, only_matches, parse_shard, shard_runs
 
 SMOKE = Path(__file__).parent / "fixtures" / "grids" / "smoke.toml"
 REPO = Path(__file__).resolve().parent.parent
@@ -98,6 +98,20 @@ def test_shards_partition_the_grid():
     for bad in ("4/4", "1", "-1/2", "a/b"):
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)
+
+
+def test_only_compares_numbers_by_value_and_refuses_a_filter_that_keeps_nothing(tmp_path, capsys):
+    runs = load_grid(SMOKE).runs
+    lr = runs[0].config["lr"]
+    assert [r.index for r in shard_runs(runs, (0, 1), [("lr", f"{lr:e}")])] == [r.index for r in runs]
+    assert only_matches(0.0003, "3e-4") and only_matches(16, "16.0") and only_matches(True, "true")
+    assert not only_matches(0.0003, "1e-4") and not only_matches(16, "sixteen") and not only_matches(False, "1")
+    check_only(runs, [("arch", "no_recall")])  # keeps a run: no error
+    with pytest.raises(ValueError, match=r"--only lr=1e-9: no run of the grid matches; its runs have lr in"):
+        check_only(runs, [("lr", "1e-9")])
+    assert main(["sweep", str(SMOKE), "--out", str(tmp_path), "--dry-run", "--only", "arch=no_recal"]) == 2
+    err = capsys.readouterr().err
+    assert "arch=no_recal" in err and "no_recall" in err and "standard_recall" in err
 
 
 def test_sweep_refuses_bad_arguments_in_one_line(tmp_path, capsys):
