@@ -10,6 +10,7 @@ out/index.md, a self-contained out/index.html and out/figures/*.png:
   iterations shaded;
 - the probe table: each run's verdicts and key figures at every probed level,
   next to its accuracy at its hardest level;
+- the paper's claims (reports.claims), each with a verdict, n and seeds;
 - the headline: Spearman's rho (95 % percentile bootstrap interval, seeded)
   between each probe figure or verdict and hard-level accuracy across runs,
   pooled and per task, with scatter plots, and a paragraph generated from
@@ -26,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fpstab.reports.claims import check_claims, claims_table, definitions
 from fpstab.reports.document import Block, to_html, to_markdown
 from fpstab.reports.probe_summary import AXES, FIGURES, VERDICT_SCORE, probe_summary
 from fpstab.reports.report_plots import scatter_figure, schoop_figure
@@ -196,6 +198,8 @@ def build_report(runs: Sequence[RunRecord], out: Path, title: str, seed: int = 0
         if fig is not None:
             blocks.append(("img", fig, f"{task}: exact-match accuracy against iterations, mean over seeds; "
                                        "shaded: the iterations seen in training"))
+    blocks += [("h", 2, "The paper's claims in this grid"), ("p", definitions()),
+               ("table", *claims_table(check_claims(runs, last_validation, hard_accuracy)))]
     header, rows = probe_table(runs, keys_by_task)
     blocks += [("h", 2, "Probe verdicts and figures"), ("table", header, rows)]
     found = correlations(runs, seed=seed)

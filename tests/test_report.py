@@ -106,6 +106,7 @@ def test_report_is_deterministic_and_self_contained(tree, tmp_path):
     assert "data:image/png;base64," in page and 'src="figures' not in page
     md = first["index.md"].decode()
     assert "](figures/schoop_prefix_sum.png)" in md and "Do the probes predict extrapolation?" in md
+    assert "The paper's claims in this grid" in md
 
 
 def test_report_refuses_a_tree_without_runs(tmp_path, capsys):

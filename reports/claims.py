@@ -1,0 +1,171 @@
+"""The paper's claims (Labovich 2026) checked on a results tree, stated plainly with n and seeds.
+
+Per task, from the run records alone:
+
+1. "Recall with outer normalization extrapolates": standard_recall + outer and
+   internal_recall + outer runs that fit the training level keep their accuracy
+   at the hardest eval level.
+2. "No recall does not extrapolate": no_recall runs that fit the training level
+   do not keep it at the hardest level.
+3. "Internal recall with outer normalization beats standard recall" (the paper
+   states it for sudoku; other tasks are shown for comparison): internal_recall +
+   outer against standard_recall + outer, paired by seed, at the hardest level.
+
+Definitions (module constants, printed with the verdicts):
+- a run *fits* when its validation exact match at the training level and depth,
+  last epoch, is at least FIT_MIN;
+- a fitting run *extrapolates* when its exact match at the last evaluated
+  iteration on its hardest eval level is at least KEEP_MIN times its validation
+  exact match.
+
+Verdicts: "held" (every counted run or pair agrees with the claim), "did not hold"
+(none does), "mixed: k of n" and "undetermined" with the reason, e.g. no run of
+the kind fit the training level, which is an optimization failure and says
+nothing about extrapolation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from fpstab.reports.run_files import RunRecord
+
+FIT_MIN = 0.5
+KEEP_MIN = 0.5
+RECALL_ARCHS = ("standard_recall", "internal_recall")
+
+Accuracy = Callable[[RunRecord], float | None]
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """One claim on one task: its verdict and the evidence behind it (n, seeds, numbers)."""
+
+    task: str
+    claim: str
+    verdict: str
+    evidence: str
+
+
+def _seeds(runs: Sequence[RunRecord]) -> str:
+    return "seeds " + ", ".join(str(s) for s in sorted({r.train.get("seed") for r in runs}, key=str))
+
+
+def _label(run: RunRecord) -> str:
+    t = run.train
+    lr = f" lr {t.get('lr'):g}" if isinstance(t.get("lr"), (int, float)) else ""
+    return f"{t.get('arch')}+{t.get('norm')}{lr} s{t.get('seed')}"
+
+
+def _fits(run: RunRecord, val: Accuracy) -> bool:
+    v = val(run)
+    return v is not None and v >= FIT_MIN
+
+
+def _extrapolates(run: RunRecord, val: Accuracy, hard: Accuracy) -> bool:
+    v, h = val(run), hard(run)
+    return v is not None and h is not None and h >= KEEP_MIN * v
+
+
+def _count_verdict(agree: int, n: int) -> str:
+    if agree == n:
+        return "held"
+    if agree == 0:
+        return "did not hold"
+    return f"mixed: {agree} of {n}"
+
+
+def _runs_detail(runs: Sequence[RunRecord], val: Accuracy, hard: Accuracy) -> str:
+    parts = []
+    for r in runs:
+        v, h = val(r), hard(r)
+        parts.append(f"{_label(r)}: val {_pct(v)}, hard {_pct(h)}")
+    return "; ".join(parts)
+
+
+def _not_fitting(kind: str, runs: Sequence[RunRecord], val: Accuracy) -> str:
+    best = max((v for v in map(val, runs) if v is not None), default=None)
+    return (f"No {kind} run fit the training level (val >= {100 * FIT_MIN:.0f} %; best val {_pct(best)}, "
+            f"n = {len(runs)}, {_seeds(runs)}): an optimization failure, not evidence either way. ")
+
+
+def extrapolation_claim(task: str, runs: Sequence[RunRecord], kind: str, claim: str, expect: bool,
+                        val: Accuracy, hard: Accuracy) -> ClaimCheck:
+    """Claims 1 and 2: among `runs` (one kind of core) that fit and were evaluated, do they extrapolate
+    (expect=True) or not (expect=False)?"""
+    if not runs:
+        return ClaimCheck(task, claim, "undetermined: no such run", "n = 0 in this tree")
+    evaluated = [r for r in runs if hard(r) is not None]
+    fitting = [r for r in evaluated if _fits(r, val)]
+    if not fitting:
+        if not evaluated:
+            return ClaimCheck(task, claim, "undetermined: not evaluated", _runs_detail(runs, val, hard))
+        return ClaimCheck(task, claim, "undetermined: no run fit",
+                          _not_fitting(kind, runs, val) + _runs_detail(runs, val, hard))
+    agree = sum(_extrapolates(r, val, hard) == expect for r in fitting)
+    evidence = (f"{len(fitting)} of {len(runs)} runs fit ({_seeds(fitting)}); "
+                f"{sum(_extrapolates(r, val, hard) for r in fitting)} of them extrapolate. "
+                + _runs_detail(runs, val, hard))
+    return ClaimCheck(task, claim, _count_verdict(agree, len(fitting)), evidence)
+
+
+def comparison_claim(task: str, runs: Sequence[RunRecord], val: Accuracy, hard: Accuracy) -> ClaimCheck:
+    """Claim 3: internal_recall+outer against standard_recall+outer at the hardest level, paired by
+    seed; a pair counts when both were evaluated and at least one of the two fits."""
+    claim = "internal recall + outer beats standard recall + outer" + ("" if task == "sudoku" else
+                                                                      " (the paper states it for sudoku)")
+    by_seed: dict[object, dict[str, RunRecord]] = {}
+    for r in runs:
+        if r.train.get("norm") == "outer" and r.train.get("arch") in RECALL_ARCHS and hard(r) is not None:
+            by_seed.setdefault(r.train.get("seed"), {})[str(r.train.get("arch"))] = r
+    pairs = [(p["internal_recall"], p["standard_recall"]) for p in by_seed.values() if len(p) == 2]
+    counted = [(i, s) for i, s in pairs if _fits(i, val) or _fits(s, val)]
+    if not counted:
+        why = ("no seed has both cores evaluated" if not pairs else
+               f"in none of the {len(pairs)} seed pairs did either core fit the training level")
+        return ClaimCheck(task, claim, "undetermined: no pair" if not pairs else "undetermined: no run fit", why)
+    diffs = [hard(i) - hard(s) for i, s in counted]  # type: ignore[operator]
+    wins = sum(d > 0 for d in diffs)
+    mean = sum(diffs) / len(diffs)
+    sign_p = 0.5 ** len(diffs) if wins in (0, len(diffs)) else None
+    evidence = (f"n = {len(counted)} seed pairs ({_seeds([i for i, _ in counted])}); internal ahead in {wins}, "
+                f"mean difference {100 * mean:+.1f} points at the hardest level"
+                + (f"; a one-sided sign test gives p = {sign_p:.3g}" if sign_p is not None else "") + ". "
+                + "; ".join(f"s{i.train.get('seed')}: {_pct(hard(i))} vs {_pct(hard(s))}" for i, s in counted))
+    return ClaimCheck(task, claim, _count_verdict(wins, len(counted)), evidence)
+
+
+def check_claims(runs: Sequence[RunRecord], val: Accuracy, hard: Accuracy) -> list[ClaimCheck]:
+    """The three claims on every task of `runs`. val: validation exact match at the training level;
+    hard: exact match at the last evaluated iteration on the hardest eval level (None: not evaluated)."""
+    out = []
+    for task in sorted({str(r.train.get("task")) for r in runs}):
+        members = [r for r in runs if r.train.get("task") == task]
+        recall_outer = [r for r in members if r.train.get("arch") in RECALL_ARCHS and r.train.get("norm") == "outer"]
+        no_recall = [r for r in members if r.train.get("arch") == "no_recall"]
+        out += [
+            extrapolation_claim(task, recall_outer, "recall + outer", "recall + outer norm extrapolates", True,
+                                val, hard),
+            extrapolation_claim(task, no_recall, "no_recall", "no recall does not extrapolate", False, val, hard),
+            comparison_claim(task, members, val, hard),
+        ]
+    return out
+
+
+def claims_table(checks: Sequence[ClaimCheck]) -> tuple[list[str], list[list[str]]]:
+    return ["task", "claim", "verdict", "evidence"], [[c.task, c.claim, c.verdict, c.evidence] for c in checks]
+
+
+def definitions() -> str:
+    return (f"A run fits when its validation exact match (training level and depth, last epoch) is at least "
+            f"{100 * FIT_MIN:.0f} %; a fitting run extrapolates when its exact match at the last evaluated "
+            f"iteration on its hardest eval level is at least {KEEP_MIN:g} times its validation exact match. "
+            "A claim held when every counted run (or seed pair) agrees with it. Runs that did not fit are "
+            "listed but not counted: a core that never learned the training level is an optimization failure, "
+            "not evidence about extrapolation. With one or two seeds a verdict describes these runs, not the "
+            "architecture.")
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f} %"
