@@ -44,6 +44,7 @@ mps_stop() {
 }
 
 mps_start() {  # 0 when the MPS daemon runs and a CUDA context opens through it within 90 s; else MPS is off
+    [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && return 0  # already on
     [ "$DEVICE" = cuda ] || { echo "MPS: not on $DEVICE" | tee -a "$OUT/mps.txt"; return 1; }
     local ctl; ctl=$(mps_control)
     [ -n "$ctl" ] || { echo "MPS: nvidia-cuda-mps-control not found; off" | tee -a "$OUT/mps.txt"; return 1; }
@@ -82,8 +83,10 @@ for step in "$@"; do
                    --device "$DEVICE" ${BENCH_FLAGS:-} --models plain,fpstab \
                    --variants "${VARIANTS:-eager_bf16,compile_bf16,eager_fp32}" --budget-s "${BENCH_BUDGET_S:-200}" \
                    --steps "${STEPS:-10}" --warmup 3 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" ;;
-        sharing) sharing time-sliced "${SHARE_JOBS:-1,4}"
-                 if mps_start; then sharing mps "${SHARE_MPS_JOBS:-4,8}"; mps_stop; fi ;;
+        sharing) mps_was_on=${CUDA_MPS_PIPE_DIRECTORY:+1}  # MPS=1: off for the time-sliced rows, then on again
+                 [ -n "$mps_was_on" ] && mps_stop
+                 sharing time-sliced "${SHARE_JOBS:-1,4}"
+                 if mps_start; then sharing mps "${SHARE_MPS_JOBS:-4,8}"; [ -n "$mps_was_on" ] || mps_stop; fi ;;
         calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" /tmp/runs/calibrate calibrate ;;
         grid:*) IFS=: read -r _ seconds filter <<<"$step"
                 only=(); for kv in ${filter//,/ }; do only+=(--only "$kv"); done
