@@ -45,7 +45,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,13 +77,23 @@ StepFn = Callable[[Tensor, Tensor], Tensor]
 
 
 # ---- the plain reference ------------------------------------------------------
+class Norm(nn.RMSNorm):
+    """nn.RMSNorm with its gain cast to the input's dtype, as fpstab's RMSNorm does: under bf16 autocast
+    a float32 gain on a bf16 input keeps torch off its fused RMSNorm kernel, which would slow the
+    plain block for a reason fpstab does not share."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = None if self.weight is None else self.weight.to(x.dtype)
+        return F.rms_norm(x, self.normalized_shape, w, self.eps)
+
+
 class PlainBlock(nn.Module):
     """Pre-norm block: h + Attn(N(h)), then + MLP(N(h)). h: (B, n, d) -> (B, n, d)."""
 
     def __init__(self, d: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
-        self.norm1, self.norm2 = nn.RMSNorm(d), nn.RMSNorm(d)
+        self.norm1, self.norm2 = Norm(d), Norm(d)
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
@@ -102,7 +112,7 @@ class PlainLooped(nn.Module):
         super().__init__()
         self.embed = nn.Linear(in_dim, d)
         self.block = PlainBlock(d, heads)
-        self.head = nn.Sequential(nn.RMSNorm(d), nn.Linear(d, out_dim))
+        self.head = nn.Sequential(Norm(d), nn.Linear(d, out_dim))
 
     def step(self, h: Tensor, e: Tensor) -> Tensor:
         """The loop map; e is unused (no recall), kept for fpstab's step signature."""
@@ -294,7 +304,7 @@ def print_table(rows: list[Row], cuda: bool) -> None:
               f"{peak} {r.setup_s:>8.1f} {ratio}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--small", action="store_true", help="CPU shape: d 64, 4 heads, batch 16, 30 iterations")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
@@ -318,110 +328,144 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--checkout", type=Path, default=None,
                    help="measure the fpstab source tree at PATH (e.g. another git worktree) instead of this one")
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    return p
 
-    from fpstab.architectures import CoreConfig, build_core
-    from fpstab.tasks import get_task
 
+@dataclass(frozen=True)
+class Shape:
+    """What one benchmark run measures: the step's shape, the device and the timing plan."""
+
+    d: int
+    heads: int
+    batch: int
+    iters: int
+    steps: int
+    warmup: int
+    device: torch.device
+    variants: list[str]
+
+
+def resolve_shape(a: argparse.Namespace) -> Shape:
+    """The command line's shape over the --small (CPU) or the paper (GPU) defaults."""
     size = dict(d=64, heads=4, batch=16, iters=30, steps=5, warmup=1) if a.small else \
         dict(d=256, heads=8, batch=500, iters=30, steps=10, warmup=3)
-    d, heads = a.d_model or size["d"], a.heads or size["heads"]
-    batch, iters = a.batch or size["batch"], a.iters or size["iters"]
-    steps = a.steps or size["steps"]
-    warmup = a.warmup if a.warmup is not None else size["warmup"]
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cuda = device.type == "cuda"
-    variants = parse_variants(a.variants or ("eager_fp32,eager_bf16,compile_bf16,compile_ro_bf16,compile_chunk_bf16"
-                                             if cuda else "eager_fp32"))
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
-    task = get_task("sudoku")
-    grid = tuple(task.grid(task.ladder().train))
-    n_tokens = int(torch.tensor(grid).prod())
-    gen = torch.Generator().manual_seed(0)
-    x = F.one_hot(torch.randint(0, task.in_dim, (batch, n_tokens), generator=gen), task.in_dim).float().to(device)
-    y = torch.randint(0, task.out_dim, (batch, n_tokens), generator=gen).to(device)
-    cfg = TrainConfig(task="sudoku", arch=a.arch, norm=a.norm, d_model=d, n_heads=heads, batch_size=batch,
-                      n_train=batch, train_iters=iters)
-    core_cfg = CoreConfig(arch=a.arch, norm=a.norm, d_model=d, n_heads=heads, in_dim=task.in_dim,
-                          out_dim=task.out_dim, grid=grid, attn_window=task.attn_window)
+    default_variants = ("eager_fp32,eager_bf16,compile_bf16,compile_ro_bf16,compile_chunk_bf16"
+                        if device.type == "cuda" else "eager_fp32")
+    return Shape(a.d_model or size["d"], a.heads or size["heads"], a.batch or size["batch"],
+                 a.iters or size["iters"], a.steps or size["steps"],
+                 a.warmup if a.warmup is not None else size["warmup"], device,
+                 parse_variants(a.variants or default_variants))
 
-    def build(model: str) -> nn.Module:
+
+class Models:
+    """Both models at the sudoku task's shape (81 tokens, 10 input channels, 9 classes) on a fixed
+    random batch: `make(model)` gives a variant's TrainFn for a freshly seeded model."""
+
+    def __init__(self, shape: Shape, arch: str, norm: str, chunk: int) -> None:
+        from fpstab.architectures import CoreConfig
+        from fpstab.tasks import get_task
+
+        self.shape, self.arch, self.chunk = shape, arch, chunk
+        self.task = task = get_task("sudoku")
+        grid = tuple(task.grid(task.ladder().train))
+        self.n_tokens = int(torch.tensor(grid).prod())
+        gen = torch.Generator().manual_seed(0)
+        x = F.one_hot(torch.randint(0, task.in_dim, (shape.batch, self.n_tokens), generator=gen), task.in_dim)
+        self.x = x.float().to(shape.device)
+        self.y = torch.randint(0, task.out_dim, (shape.batch, self.n_tokens), generator=gen).to(shape.device)
+        self.cfg = TrainConfig(task="sudoku", arch=arch, norm=norm, d_model=shape.d, n_heads=shape.heads,
+                               batch_size=shape.batch, n_train=shape.batch, train_iters=shape.iters)
+        self.core_cfg = CoreConfig(arch=arch, norm=norm, d_model=shape.d, n_heads=shape.heads, in_dim=task.in_dim,
+                                   out_dim=task.out_dim, grid=grid, attn_window=task.attn_window)
+
+    def build(self, model: str) -> nn.Module:
+        from fpstab.architectures import build_core
+
         torch.manual_seed(0)
         if model == "plain":
-            return PlainLooped(task.in_dim, task.out_dim, d, heads).to(device)
-        return build_core(core_cfg).to(device)
+            return PlainLooped(self.task.in_dim, self.task.out_dim, self.shape.d, self.shape.heads).to(self.shape.device)
+        return build_core(self.core_cfg).to(self.shape.device)
 
-    def maker(model: str) -> Callable[[str, str], TrainFn]:
+    def maker(self, model: str) -> Callable[[str, str], TrainFn]:
         def make(mode: str, precision: str) -> TrainFn:
-            m = build(model)
-            step_fn = step_function(m.step, mode, a.chunk)
+            m = self.build(model)
+            step_fn = step_function(m.step, mode, self.chunk)
             if model == "plain":
-                return plain_train_fn(m, cfg, step_fn, precision)  # type: ignore[arg-type]
-            return fpstab_train_fn(m, task, cfg, step_fn, precision)
+                return plain_train_fn(m, self.cfg, step_fn, precision)  # type: ignore[arg-type]
+            return fpstab_train_fn(m, self.task, self.cfg, step_fn, precision)
         return make
 
-    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    def count(self, models: Sequence[str]) -> dict[str, int]:
+        """FLOPs per step of each model that can be counted (a failure is printed and the model dropped)."""
+        flops: dict[str, int] = {}
+        for model in models:
+            params = sum(q.numel() for q in self.build(model).parameters())
+            try:
+                flops[model] = count_flops(lambda: self.maker(model)("eager", "fp32")(self.x, self.y))
+            except Exception as err:
+                print(f"{model}: FLOP count failed: {short_error(err)}")
+                continue
+            print(f"{model}: {params:,} params, {flops[model] / 1e9:.2f} GFLOP per step (fwd+bwd, counted)")
+        return flops
+
+
+def measure_variant(variant: str, models: Models, flops: dict[str, int], peak_tflops: float) -> list[Row]:
+    """One variant's rows, fpstab's with its per-FLOP ratio to the plain block's."""
+    s = models.shape
+    results = run_variant(variant, {m: models.maker(m) for m in flops}, models.x, models.y, s.warmup, s.steps)
+    rows, gflops = [], {}
+    for model, res in results.items():
+        if isinstance(res, str):
+            rows.append(Row(model, variant, error=res))
+            continue
+        sec = statistics.median(res[0])
+        gflops[model] = flops[model] / sec / 1e9
+        rows.append(Row(model, variant, 1e3 * sec, s.batch / sec, gflops[model], gflops[model] / 1e3 / peak_tflops,
+                        res[1]))
+    if "plain" in gflops and "fpstab" in gflops:
+        next(r for r in rows if r.model == "fpstab").per_flop_vs_plain = gflops["fpstab"] / gflops["plain"]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    shape = resolve_shape(a)
+    cuda = shape.device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
+    models = Models(shape, a.arch, a.norm, a.chunk)
     import fpstab
 
     code = Path(fpstab.__file__).resolve().parent.parent
-    dev_name, commit = device_name(device), git_commit(code)
-    print(f"device {device}: {dev_name}; torch {torch.__version__}; fpstab from {code} ({commit})")
-    print(f"shape: batch {batch} x {n_tokens} tokens, d {d}, {heads} heads, {iters}-iteration unroll + AdamW; "
-          f"fpstab {a.arch}+{a.norm}; {warmup} warm-up + {steps} timed steps per model, alternating")
-    flops: dict[str, int] = {}
-    for model in models:
-        m = build(model)
-        try:
-            flops[model] = count_flops(lambda: maker(model)("eager", "fp32")(x, y))
-        except Exception as err:
-            print(f"{model}: FLOP count failed: {short_error(err)}")
-            continue
-        print(f"{model}: {sum(q.numel() for q in m.parameters()):,} params, "
-              f"{flops[model] / 1e9:.2f} GFLOP per step (fwd+bwd, counted)")
-
+    dev_name, commit = device_name(shape.device), git_commit(code)
+    print(f"device {shape.device}: {dev_name}; torch {torch.__version__}; fpstab from {code} ({commit})")
+    print(f"shape: batch {shape.batch} x {models.n_tokens} tokens, d {shape.d}, {shape.heads} heads, "
+          f"{shape.iters}-iteration unroll + AdamW; fpstab {a.arch}+{a.norm}; {shape.warmup} warm-up + "
+          f"{shape.steps} timed steps per model, alternating")
+    flops = models.count([m.strip() for m in a.models.split(",") if m.strip()])
     header = {
-        "device": str(device), "device_name": dev_name, "torch": torch.__version__,
+        "device": str(shape.device), "device_name": dev_name, "torch": torch.__version__,
         "fpstab_checkout": str(code), "fpstab_commit": commit,
         "threads": torch.get_num_threads(), "command": " ".join(sys.argv),
-        "batch": batch, "tokens": n_tokens, "d_model": d, "heads": heads, "iters": iters,
-        "arch": a.arch, "norm": a.norm, "warmup": warmup, "steps": steps, "chunk": a.chunk,
-        "peak_tflops": a.peak_tflops, "gflop_per_step": {k: v / 1e9 for k, v in flops.items()}}
-
-    def write_rows() -> None:
-        """The rows so far as JSON (after every variant: a run cut short keeps what it measured)."""
-        if a.json:
-            atomic_write_json(a.json, {**header, "rows": [asdict(r) for r in rows]})
-
+        "batch": shape.batch, "tokens": models.n_tokens, "d_model": shape.d, "heads": shape.heads,
+        "iters": shape.iters, "arch": a.arch, "norm": a.norm, "warmup": shape.warmup, "steps": shape.steps,
+        "chunk": a.chunk, "peak_tflops": a.peak_tflops, "gflop_per_step": {k: v / 1e9 for k, v in flops.items()}}
     budget = a.budget_s if a.budget_s is not None else (170.0 if cuda else float("inf"))
-    t_start = time.perf_counter()
-    rows: list[Row] = []
-    for variant in variants:
+    t_start, rows = time.perf_counter(), []
+    for variant in shape.variants:
         if time.perf_counter() - t_start > budget:
             rows += [Row(m, variant, error=f"skipped: past the {budget:.0f} s budget (--budget-s)") for m in flops]
-            continue
-        print(f"[{variant}] ...", flush=True)
-        results = run_variant(variant, {m: maker(m) for m in models if m in flops}, x, y, warmup, steps)
-        gflops: dict[str, float] = {}
-        for model, res in results.items():
-            if isinstance(res, str):
-                rows.append(Row(model, variant, error=res))
-                continue
-            sec = statistics.median(res[0])
-            gflops[model] = flops[model] / sec / 1e9
-            rows.append(Row(model, variant, 1e3 * sec, batch / sec, gflops[model],
-                            gflops[model] / 1e3 / a.peak_tflops, res[1]))
-        if "plain" in gflops and "fpstab" in gflops:
-            next(r for r in rows if r.variant == variant and r.model == "fpstab").per_flop_vs_plain = \
-                gflops["fpstab"] / gflops["plain"]
-        if cuda:
-            torch.cuda.empty_cache()
-        write_rows()
-
+        else:
+            print(f"[{variant}] ...", flush=True)
+            rows += measure_variant(variant, models, flops, a.peak_tflops)
+            if cuda:
+                torch.cuda.empty_cache()
+        if a.json:  # after every variant: a run cut short keeps what it measured
+            atomic_write_json(a.json, {**header, "rows": [asdict(r) for r in rows]})
     print_table(rows, cuda)
-    write_rows()
     return 0
 
 
