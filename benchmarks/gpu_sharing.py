@@ -13,7 +13,7 @@ step, bf16 autocast on cuda, AdamW, activation checkpointing as the paper grid r
 on random inputs of the task's shape. Every process warms up, waits for the others, then
 counts its steps for --seconds. The table gives, per N, the aggregate steps/s (the sum of
 the processes' own rates), the per-process rate, the mean number of loop iterations a step
-ran (n + k; process i seeds its sampler by its index i, so it draws the same depths at every N), and
+ran (n + k; process i trains with seed i, so it draws the same depths at every N), and
 each process's peak GPU memory.
 """
 
@@ -78,24 +78,20 @@ class WorkerResult:
 
 def _train_fn(s: Setting, index: int) -> tuple[Callable[[], int], torch.device]:
     """(one optimizer step on a fixed random batch, returning its loop iterations n + k; the device)."""
-    from fpstab.architectures import build_core
-    from fpstab.config import core_config_for, resolve_config, resolve_precision
-    from fpstab.protocol import checkpointed, loss_depths, make_optimizer, train_step
+    from fpstab.config import Runtime, core_config_for, resolve_config, resolve_precision
+    from fpstab.protocol import loss_depths, train_step
     from fpstab.tasks import get_task
+    from fpstab.train import build_training
 
     task = get_task(s.task)
     cfg = resolve_config(s.preset, {"task": s.task, "arch": s.arch, "norm": s.norm, "seed": index,
                                     "train_level": TASK_LEVELS[s.task], "batch_size": s.batch})
     device = torch.device(s.device)
-    torch.manual_seed(index)
-    core = build_core(core_config_for(cfg, task)).to(device)
-    optimizer = make_optimizer(core, cfg)
-    step_fn = torch.compile(core.step) if s.compile else core.step
-    if s.checkpointing:
-        step_fn = checkpointed(step_fn)
+    runtime = Runtime(device=s.device, compile=s.compile, activation_checkpointing=s.checkpointing)
+    # what `fpstab train` builds: the core seeded by cfg.seed, AdamW, the depth sampler, the step function
+    core, optimizer, sampler, step_fn = build_training(cfg, core_config_for(cfg, task), runtime, device)
     precision = resolve_precision(cfg.precision, device.type)
     looped = bool(getattr(core, "looped", True))
-    sampler = torch.Generator().manual_seed(index + 7919)
     n_tokens = int(torch.tensor(task.grid(TASK_LEVELS[s.task])).prod())
     gen = torch.Generator().manual_seed(index)
     x = F.one_hot(torch.randint(0, task.in_dim, (cfg.batch_size, n_tokens), generator=gen), task.in_dim).float()

@@ -293,7 +293,7 @@ def _setup(cfg: TrainConfig, out: Path, runtime: Runtime, resume: bool, ranks: R
     core_cfg = core_config_for(cfg, task)
     say = print_flushed if ranks.is_main and not runtime.quiet else _silent
     ckpt = _checkpoint_to_resume(cfg, core_cfg, out, device, say) if resume else _refuse_existing_run(out)
-    core, optimizer, sampler, step_fn = _build(cfg, core_cfg, runtime, device)
+    core, optimizer, sampler, step_fn = build_training(cfg, core_cfg, runtime, device)
     shift = ShiftSchedule.for_config(cfg)
     if shift is not None:
         shift.apply(core)  # the single_attn stage; _restore moves a resumed run to its stage
@@ -338,8 +338,8 @@ def _resolve_device(name: str, ranks: Ranks) -> torch.device:
     return resolve_device(ranks.device(name))
 
 
-def _build(cfg: TrainConfig, core_cfg: Any, runtime: Runtime,
-           device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator, StepFn]:
+def build_training(cfg: TrainConfig, core_cfg: Any, runtime: Runtime,
+                   device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator, StepFn]:
     """The seeded core on `device`, its optimizer, the loss sampler and the step function to train."""
     from fpstab.architectures import build_core
 

@@ -58,6 +58,11 @@ def _label(run: RunRecord) -> str:
     return f"{t.get('arch')}+{t.get('norm')}{lr} s{t.get('seed')}"
 
 
+def _recall_outer(runs: Sequence[RunRecord]) -> list[RunRecord]:
+    """The standard_recall and internal_recall runs with outer normalization."""
+    return [r for r in runs if r.train.get("arch") in RECALL_ARCHS and r.train.get("norm") == "outer"]
+
+
 def _fits(run: RunRecord, val: Accuracy) -> bool:
     v = val(run)
     return v is not None and v >= FIT_MIN
@@ -103,11 +108,10 @@ def extrapolation_claim(task: str, runs: Sequence[RunRecord], kind: str, claim: 
             return ClaimCheck(task, claim, "undetermined: not evaluated", _runs_detail(runs, val, hard))
         return ClaimCheck(task, claim, "undetermined: no run fit",
                           _not_fitting(kind, runs, val) + _runs_detail(runs, val, hard))
-    agree = sum(_extrapolates(r, val, hard) == expect for r in fitting)
-    evidence = (f"{len(fitting)} of {len(runs)} runs fit ({_seeds(fitting)}); "
-                f"{sum(_extrapolates(r, val, hard) for r in fitting)} of them extrapolate. "
+    kept = sum(_extrapolates(r, val, hard) for r in fitting)
+    evidence = (f"{len(fitting)} of {len(runs)} runs fit ({_seeds(fitting)}); {kept} of them extrapolate. "
                 + _runs_detail(runs, val, hard))
-    return ClaimCheck(task, claim, _count_verdict(agree, len(fitting)), evidence)
+    return ClaimCheck(task, claim, _count_verdict(kept if expect else len(fitting) - kept, len(fitting)), evidence)
 
 
 def comparison_claim(task: str, runs: Sequence[RunRecord], val: Accuracy, hard: Accuracy) -> ClaimCheck:
@@ -116,8 +120,8 @@ def comparison_claim(task: str, runs: Sequence[RunRecord], val: Accuracy, hard: 
     claim = "internal recall + outer beats standard recall + outer" + ("" if task == "sudoku" else
                                                                       " (the paper states it for sudoku)")
     by_seed: dict[object, dict[str, RunRecord]] = {}
-    for r in runs:
-        if r.train.get("norm") == "outer" and r.train.get("arch") in RECALL_ARCHS and hard(r) is not None:
+    for r in _recall_outer(runs):
+        if hard(r) is not None:
             by_seed.setdefault(r.train.get("seed"), {})[str(r.train.get("arch"))] = r
     pairs = [(p["internal_recall"], p["standard_recall"]) for p in by_seed.values() if len(p) == 2]
     counted = [(i, s) for i, s in pairs if _fits(i, val) or _fits(s, val)]
@@ -142,10 +146,9 @@ def check_claims(runs: Sequence[RunRecord], val: Accuracy, hard: Accuracy) -> li
     out = []
     for task in sorted({str(r.train.get("task")) for r in runs}):
         members = [r for r in runs if r.train.get("task") == task]
-        recall_outer = [r for r in members if r.train.get("arch") in RECALL_ARCHS and r.train.get("norm") == "outer"]
         no_recall = [r for r in members if r.train.get("arch") == "no_recall"]
         out += [
-            extrapolation_claim(task, recall_outer, "recall + outer", "recall + outer norm extrapolates", True,
+            extrapolation_claim(task, _recall_outer(members), "recall + outer", "recall + outer norm extrapolates", True,
                                 val, hard),
             extrapolation_claim(task, no_recall, "no_recall", "no recall does not extrapolate", False, val, hard),
             comparison_claim(task, members, val, hard),
