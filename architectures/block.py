@@ -33,23 +33,40 @@ class Recall(nn.Module):
     concat: [s; e] (..., n, 2d) inside a branch (internal recall; the branch
     reads 2d, as in the official code), Linear(2d, d)([s; e]) where the result
     must be a state (external recall) -- that is linear recall with one bias.
+
+    e is the same at every iteration, so what depends on e alone is computed
+    once per input: R(s, e) = from_input(s, loop_input(e)).
     """
 
     def __init__(self, kind: str, d: int, external: bool):
         super().__init__()
-        self.kind, self.external = kind, external
+        self.kind, self.external, self.d = kind, external, d
         if kind == "linear":
             self.W_x, self.W_e = nn.Linear(d, d), nn.Linear(d, d)
         elif kind == "concat" and external:
             self.W_xe = nn.Linear(2 * d, d)
 
-    def forward(self, s: Tensor, e: Tensor) -> Tensor:
+    def loop_input(self, e: Tensor) -> Tensor:
+        """u (..., n, d), the part of R that depends on e alone: W_e e + b_e (linear), the e-columns of
+        W_xe times e plus its bias (external concat), e itself (add, internal concat)."""
         if self.kind == "linear":
-            return self.W_x(s) + self.W_e(e)
+            return self.W_e(e)
+        if self.kind == "concat" and self.external:
+            return F.linear(e, self.W_xe.weight[:, self.d:], self.W_xe.bias)
+        return e
+
+    def from_input(self, s: Tensor, u: Tensor) -> Tensor:
+        """R(s, e) from u = loop_input(e); s, u (..., n, d)."""
+        if self.kind == "linear":
+            return self.W_x(s) + u
         if self.kind == "add":
-            return s + e
-        se = torch.cat([s, e], dim=-1)
-        return self.W_xe(se) if self.external else se
+            return s + u
+        if self.external:
+            return F.linear(s, self.W_xe.weight[:, :self.d]) + u
+        return torch.cat([s, u], dim=-1)
+
+    def forward(self, s: Tensor, e: Tensor) -> Tensor:
+        return self.from_input(s, self.loop_input(e))
 
 
 class MLP(nn.Module):
@@ -118,21 +135,27 @@ class Block(nn.Module):
         self.post_norm = RMSNorm(d, gain=False) if norm in ("outer", "both") else nn.Identity()
         self.residual = GRUResidual(d) if cfg.residual == "gru" else AddResidual()
 
-    def branch_sum(self, s: Tensor, e: Tensor, f: nn.Module) -> Tensor:
-        """The branch's residual update before the post-norm."""
+    def loop_input(self, e: Tensor) -> Tensor | None:
+        """What the block reads of e, computed once per input (`Recall.loop_input`): (..., n, d), or
+        None for a block without recall."""
+        return None if self.recall is None else self.recall.loop_input(e)
+
+    def branch_sum(self, s: Tensor, u: Tensor | None, f: nn.Module) -> Tensor:
+        """The branch's residual update before the post-norm; u = loop_input(e)."""
         z = self.pre_norm(s)
         if self.placement == "internal":
-            z = self.recall(z, e)
+            z = self.recall.from_input(z, u)
         return self.residual(self.peri_norm(f(z)), s)
 
-    def forward_stream(self, s: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_stream(self, s: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
         """(the block's output, the residual stream of its MLP branch before the post-norm);
-        without a post-norm ("inner", "peri") the two are the same tensor."""
+        without a post-norm ("inner", "peri") the two are the same tensor. u = loop_input(e)."""
         if self.placement == "external":
-            s = self.recall(s, e)
-        s = self.post_norm(self.branch_sum(s, e, self.attn))
-        stream = self.branch_sum(s, e, self.mlp)
+            s = self.recall.from_input(s, u)
+        s = self.post_norm(self.branch_sum(s, u, self.attn))
+        stream = self.branch_sum(s, u, self.mlp)
         return self.post_norm(stream), stream
 
-    def forward(self, s: Tensor, e: Tensor) -> Tensor:
-        return self.forward_stream(s, e)[0]
+    def forward(self, s: Tensor, u: Tensor | None) -> Tensor:
+        """s (..., n, d), u = loop_input(e) -> (..., n, d)."""
+        return self.forward_stream(s, u)[0]

@@ -127,9 +127,39 @@ class Core(nn.Module):
         (B, n, d). Where nothing normalizes the state (norm inner or peri) the stream is h' itself; for
         norm outer or both it is the last branch's s + f(...) before its post-norm."""
         self._check_state(h, e)
-        for block in self.blocks[:-1]:
-            h = block(h, e)
-        return self.blocks[-1].forward_stream(h, e)
+        return self.step_stream_from(h, self.loop_input(e))
+
+    # ---- the loop with its input-only part computed once -------------------------------------
+    # step(h, e) == step_from(h, loop_input(e)), the same operations in the same order. A loop that
+    # iterates with one e (training, evaluation) computes u = loop_input(e) once, not per iteration:
+    # linear recall's W_e e (one of its five or six matrix products per iteration), fully_looped's N(e).
+
+    def loop_input(self, e: Tensor) -> Tensor:
+        """u (B, n, loop_input_dim): what an iteration reads of e, which does not change between
+        iterations. With recall, each recalling block's `Recall.loop_input(e)` (one (B, n, d) part per
+        block, concatenated); without, e itself (the step does not read it)."""
+        parts = [u for u in (block.loop_input(e) for block in self.blocks) if u is not None]
+        if not parts:
+            return e
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    @property
+    def loop_input_dim(self) -> int:
+        """The width of `loop_input(e)`: d_model per recalling block, d_model without recall."""
+        return self.config.d_model * max(1, sum(block.recall is not None for block in self.blocks))
+
+    def step_from(self, h: Tensor, u: Tensor) -> Tensor:
+        """One loop iteration from u = loop_input(e): h (B, n, d), u (B, n, loop_input_dim) -> h'."""
+        return self.step_stream_from(h, u)[0]
+
+    def step_stream_from(self, h: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """`step_stream` from u = loop_input(e) (B, n, loop_input_dim)."""
+        self._check_loop_input(h, u)
+        parts = iter(u.split(self.config.d_model, dim=-1))
+        inputs = [next(parts) if block.recall is not None else None for block in self.blocks]
+        for block, part in zip(self.blocks[:-1], inputs):
+            h = block(h, part)
+        return self.blocks[-1].forward_stream(h, inputs[-1])
 
     def readout(self, h: Tensor) -> Tensor:
         """h (B, n, d) -> logits (B, n, out_dim): RMSNorm -> Linear(d, d) -> GELU -> Linear(d, out_dim)."""
@@ -145,9 +175,10 @@ class Core(nn.Module):
             raise ValueError(f"iters={iters!r}; allowed: an int >= 1")
         e = self.encode(x)
         h = self.init_state(e) if h0 is None else h0
+        u = self.loop_input(e)
         logits = []
         for _ in range(iters):
-            h = self.step(h, e)
+            h = self.step_from(h, u)
             logits.append(self.readout(h))
         return torch.stack(logits)
 
@@ -171,6 +202,12 @@ class Core(nn.Module):
             raise ValueError(f"state h {tuple(h.shape)} and encoding e {tuple(e.shape)} must have the same "
                              f"shape (..., n_tokens, d_model={self.config.d_model})")
 
+    def _check_loop_input(self, h: Tensor, u: Tensor) -> None:
+        width = self.loop_input_dim
+        if h.shape[-1] != self.config.d_model or u.shape[:-1] != h.shape[:-1] or u.shape[-1] != width:
+            raise ValueError(f"state h {tuple(h.shape)} and loop input u {tuple(u.shape)} must be (..., n_tokens, "
+                             f"d_model={self.config.d_model}) and (..., n_tokens, {width}) (u = loop_input(e))")
+
 
 class FullyLoopedCore(Core):
     """Fu et al.'s Fully Looped Transformer: every step restarts from N(e); h enters only as queries."""
@@ -179,10 +216,18 @@ class FullyLoopedCore(Core):
         super().__init__(cfg, [Block(cfg, "none", norm="inner") for _ in range(cfg.layers_per_loop)])
         self.state_norm = RMSNorm(cfg.d_model, gain=False)
 
-    def step_stream(self, h: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
-        """h, e (B, n, d) -> (h' = N(z_L), every token at RMS 1; the residual stream z_L)."""
-        self._check_state(h, e)
-        z = self.state_norm(e)
+    def loop_input(self, e: Tensor) -> Tensor:
+        """u = N(e) (B, n, d), where every step restarts."""
+        return self.state_norm(e)
+
+    @property
+    def loop_input_dim(self) -> int:
+        return self.config.d_model
+
+    def step_stream_from(self, h: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """h, u = N(e) (B, n, d) -> (h' = N(z_L), every token at RMS 1; the residual stream z_L)."""
+        self._check_loop_input(h, u)
+        z = u
         for block in self.blocks:
             z = z + block.attn(block.pre_norm(h), kv=block.pre_norm(z))
             z = z + block.mlp(block.pre_norm(z))
@@ -199,12 +244,20 @@ class LoopNormCore(Core):
         self.recall = Recall(cfg.recall, cfg.d_model, external=True) if cfg.arch == "standard_recall" else None
         self.state_norm = RMSNorm(cfg.d_model, gain=False)
 
-    def step_stream(self, h: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
-        """h, e (B, n, d) -> (h' = N(z_L), every token at RMS 1; the residual stream z_L)."""
-        self._check_state(h, e)
-        z = self.state_norm(h if self.recall is None else self.recall(h, e))
+    def loop_input(self, e: Tensor) -> Tensor:
+        """u (B, n, d): the recall's `Recall.loop_input(e)`; e itself (unread) without recall."""
+        return e if self.recall is None else self.recall.loop_input(e)
+
+    @property
+    def loop_input_dim(self) -> int:
+        return self.config.d_model
+
+    def step_stream_from(self, h: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """h, u = loop_input(e) (B, n, d) -> (h' = N(z_L), every token at RMS 1; the residual stream z_L)."""
+        self._check_loop_input(h, u)
+        z = self.state_norm(h if self.recall is None else self.recall.from_input(h, u))
         for block in self.blocks:
-            z = block(z, e)
+            z = block(z, None)
         return self.state_norm(z), z
 
 

@@ -111,7 +111,7 @@ def one_step(state: RunState, task: Any, train: Any) -> None:
         group["lr"] = lr_at(cfg, state.step)
     depths = progressive_depths(cfg.train_iters, state.sampler) if state.core.looped else (0, 1)
     cpu, wall = time.process_time(), time.perf_counter()
-    stats = train_step(state.core, state.core.step, task, cfg, state.optimizer, train.inputs[idx],
+    stats = train_step(state.core, state.core.step_from, task, cfg, state.optimizer, train.inputs[idx],
                        train.targets[idx], depths, "fp32", answers=train.answers[idx])
     state.train_s += time.process_time() - cpu
     state.train_wall_s += time.perf_counter() - wall

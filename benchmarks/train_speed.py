@@ -390,7 +390,10 @@ class Models:
     def maker(self, model: str) -> Callable[[str, str], TrainFn]:
         def make(mode: str, precision: str) -> TrainFn:
             m = self.build(model)
-            step_fn = step_function(m.step, mode, self.chunk)
+            # fpstab's loop passes u = core.loop_input(e) to core.step_from; a --checkout from before
+            # step_from existed passes e to core.step.
+            step = m.step if model == "plain" else getattr(m, "step_from", m.step)
+            step_fn = step_function(step, mode, self.chunk)
             if model == "plain":
                 return plain_train_fn(m, self.cfg, step_fn, precision)  # type: ignore[arg-type]
             return fpstab_train_fn(m, self.task, self.cfg, step_fn, precision)

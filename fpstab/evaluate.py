@@ -64,12 +64,12 @@ def trajectory_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, iters: 
         residual:  (iters, B) float, ||h_t - h_{t-1}|| / ||h_t|| (inf if non-finite)
     """
     e = core.encode(x)
-    h = core.init_state(e)
+    h, u = core.init_state(e), core.loop_input(e)
     correct, token_acc, residual = [], [], []
     tiny = torch.finfo(torch.float32).tiny
     # Everything stays on the device until the end: no host sync per iteration.
     for _ in range(iters):
-        nxt = core.step(h, e)
+        nxt = core.step_from(h, u)
         diff = (nxt - h).flatten(1).float().norm(dim=1)
         size = nxt.flatten(1).float().norm(dim=1)
         rel = diff / (size + tiny)
@@ -111,8 +111,8 @@ def solver_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, solver: str
     from fpstab.fixedpoint import solve
 
     e = core.encode(x)
-    h0 = core.init_state(e)
-    res = solve(lambda h: core.step(h, e), h0, solver=solver, max_iter=max_iter, tol=tol)
+    h0, u = core.init_state(e), core.loop_input(e)
+    res = solve(lambda h: core.step_from(h, u), h0, solver=solver, max_iter=max_iter, tol=tol)
     logits = core.readout(res.state).float()
     return {"correct": task.correct(logits, y, answers).cpu(), "nfe": int(res.nfe), "steps": res.steps.cpu(),
             "converged": res.converged.cpu(), "diverged": res.diverged.cpu(), "failure": res.failure}

@@ -42,7 +42,7 @@ def flat_loss(core: nn.Module, task: Any, cfg: Any, x: Tensor, y: Tensor,
     named = [(name, p) for name, p in core.named_parameters() if p.requires_grad]
     theta = torch.cat([p.detach().reshape(-1) for _, p in named])
     unrolled = cfg.replace(grad_mode="progressive", alpha=1.0)
-    module = LossModule(core, core.step, task, unrolled)
+    module = LossModule(core, core.step_from, task, unrolled)
     depths = (0, cfg.train_iters if looped else 1)
 
     def loss_of(flat: Tensor) -> Tensor:

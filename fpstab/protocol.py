@@ -19,6 +19,9 @@ knob is a TrainConfig key:
   gradients and backpropagate by the implicit function theorem / through a
   few damped steps (fixedpoint.implicit_gradient / phantom_gradient).
 
+The loop runs `core.step_from(h, u)` with u = core.loop_input(e) computed once per batch: what an
+iteration reads of the input alone (linear recall's W_e e) is not recomputed at every iteration.
+
 Data parallel training runs `train_step`'s forward through DistributedDataParallel,
 so each rank steps with the gradient of the whole batch (fpstab.distributed).
 """
@@ -26,6 +29,7 @@ so each rank steps with the gradient of the whole batch (fpstab.distributed).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +40,8 @@ from torch import Tensor, nn
 
 from fpstab.config import TrainConfig
 
+# step_fn(h, u) -> h': core.step_from, or a compiled or checkpointed form of it; h (B, n_tokens, d_model),
+# u = core.loop_input(e) (B, n_tokens, core.loop_input_dim).
 StepFn = Callable[[Tensor, Tensor], Tensor]
 # A mean over the data-parallel ranks of a tensor of the same shape on every rank (fpstab.distributed).
 RankMean = Callable[[Tensor], Tensor]
@@ -152,26 +158,40 @@ def checkpointed(step_fn: StepFn) -> StepFn:
     the step there (torch.utils.checkpoint, non-reentrant): the same gradients, with a k-step unroll
     holding k states instead of k steps' activations (at the paper's shape ~18 KB per token and
     iteration). Calls without gradients run step_fn as is."""
-    def step(h: Tensor, e: Tensor) -> Tensor:
+    @functools.wraps(step_fn)
+    def step(h: Tensor, u: Tensor) -> Tensor:
         if torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(step_fn, h, e, use_reentrant=False)
-        return step_fn(h, e)
+            return torch.utils.checkpoint.checkpoint(step_fn, h, u, use_reentrant=False)
+        return step_fn(h, u)
 
     return step
 
 
-def run_iters(step_fn: StepFn, h: Tensor, e: Tensor, iters: int) -> Tensor:
-    """`iters` applications of h <- step(h, e). h, e: (B, n_tokens, d_model).
+def run_iters(step_fn: StepFn, h: Tensor, u: Tensor, iters: int) -> Tensor:
+    """`iters` applications of h <- step_fn(h, u). h: (B, n_tokens, d_model); u: the step's second
+    argument (core.loop_input(e) for core.step_from).
 
-    A step_fn with a `run_iters(h, e, iters)` method runs the loop itself
+    A step_fn with a `run_iters(h, u, iters)` method runs the loop itself
     (e.g. a compiled fixed-length chunk of steps: benchmarks/train_speed.py).
     """
     loop = getattr(step_fn, "run_iters", None)
     if loop is not None:
-        return loop(h, e, iters)
+        return loop(h, u, iters)
     for _ in range(iters):
-        h = step_fn(h, e)
+        h = step_fn(h, u)
     return h
+
+
+def check_step_fn(core: nn.Module, step_fn: StepFn) -> None:
+    """Refuse the core's own `step` (or `step_stream`), compiled or checkpointed, where the loop
+    passes u = core.loop_input(e) and so needs `core.step_from`: with linear recall u has e's shape,
+    and core.step would silently apply W_e twice."""
+    fn: Any = step_fn
+    for _ in range(3):  # checkpointed(torch.compile(core.step)) is the deepest wrapping fpstab makes
+        fn = getattr(fn, "_torchdynamo_orig_callable", None) or getattr(fn, "__wrapped__", None) or fn
+    if getattr(fn, "__self__", None) is core and getattr(fn, "__name__", "") in ("step", "step_stream"):
+        raise ValueError(f"step_fn is core.{fn.__name__}(h, e); the training loop passes u = core.loop_input(e) "
+                         "and needs core.step_from(h, u) (or a compiled / checkpointed form of it)")
 
 
 @dataclass
@@ -189,31 +209,33 @@ def compute_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig,
     """The training loss of one batch under cfg.grad_mode.
 
     x: (B, n_tokens, in_dim) float; y: (B, n_tokens) long; depths: (n, k)
-    from `loss_depths` (used by the progressive and unrolled modes only).
+    from `loss_depths` (used by the progressive and unrolled modes only); step_fn: core.step_from
+    or a compiled / checkpointed form of it (`check_step_fn`).
     """
+    check_step_fn(core, step_fn)
     e = core.encode(x)
     h0 = core.init_state(e)
     if cfg.grad_mode in ("progressive", "unrolled"):
-        return _progressive_loss(core, step_fn, task, cfg, e, h0, y, depths)
+        return _progressive_loss(core, step_fn, task, cfg, core.loop_input(e), h0, y, depths)
     return _fixed_point_loss(core, step_fn, task, cfg, e, h0, y)
 
 
-def _progressive_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, e: Tensor, h0: Tensor,
+def _progressive_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, u: Tensor, h0: Tensor,
                       y: Tensor, depths: tuple[int, int]) -> LossOutput:
-    """n steps without gradients, k with; e, h0: (B, n_tokens, d_model)."""
+    """n steps without gradients, k with; u = core.loop_input(e), h0: (B, n_tokens, d_model)."""
     n, k = depths
     if n > 0:
         with torch.no_grad():
-            h = run_iters(step_fn, h0, e, n)
+            h = run_iters(step_fn, h0, u, n)
         h = h.detach()
     else:
         # n = 0: start from h0 itself, so the embedding also learns through
         # h0 (Bansal et al.'s code does the same); the only path for no_recall.
         h = h0
-    logits = core.readout(run_iters(step_fn, h, e, k))
+    logits = core.readout(run_iters(step_fn, h, u, k))
     loss = task.loss(logits, y)
     if cfg.alpha < 1.0:
-        full = core.readout(run_iters(step_fn, h0, e, cfg.train_iters))
+        full = core.readout(run_iters(step_fn, h0, u, cfg.train_iters))
         loss = (1.0 - cfg.alpha) * task.loss(full, y) + cfg.alpha * loss
     return LossOutput(loss, logits, {"n": float(n), "k": float(k)})
 
@@ -224,14 +246,16 @@ def _fixed_point_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainCon
     theorem (grad_mode "implicit") or a few damped steps ("phantom"). e, h0: (B, n_tokens, d_model)."""
     from fpstab.fixedpoint import implicit_gradient, phantom_gradient, solve
 
+    u = core.loop_input(e)
+
     def f(h: Tensor) -> Tensor:
-        return step_fn(h, e)
+        return step_fn(h, u)
 
     # The forward solve runs without autocast: Anderson's least squares in
     # bf16 is not trustworthy; the differentiable part keeps the autocast.
     with torch.no_grad(), torch.autocast(device_type=e.device.type, enabled=False):
-        e32 = e.detach().float()
-        res = solve(lambda h: step_fn(h, e32), h0.detach().float(), solver=cfg.solver,
+        u32 = core.loop_input(e.detach().float())
+        res = solve(lambda h: step_fn(h, u32), h0.detach().float(), solver=cfg.solver,
                     max_iter=cfg.solve_max_iter, tol=cfg.solver_tol)
     h_star = res.state.to(e.dtype)
     if cfg.grad_mode == "implicit":
@@ -324,8 +348,10 @@ def evaluate_at(core: nn.Module, step_fn: StepFn, task: Any, inputs: Tensor, tar
     """Exact-match accuracy, token accuracy and loss after `iters` iterations.
 
     inputs: (N, n_tokens, in_dim); targets: (N, n_tokens); answers: (N, k, ...) every
-    answer the task accepts (`TaskBatch.answers`) or None. Batched, no gradients.
+    answer the task accepts (`TaskBatch.answers`) or None. Batched, no gradients. step_fn: as for
+    `compute_loss`.
     """
+    check_step_fn(core, step_fn)
     was_training = core.training
     core.eval()
     n_all = inputs.shape[0]
@@ -336,7 +362,7 @@ def evaluate_at(core: nn.Module, step_fn: StepFn, task: Any, inputs: Tensor, tar
         a = answers[start:start + batch_size].to(device) if answers is not None else None
         with autocast(device.type, precision):
             e = core.encode(x)
-            logits = core.readout(run_iters(step_fn, core.init_state(e), e, iters)).float()
+            logits = core.readout(run_iters(step_fn, core.init_state(e), core.loop_input(e), iters)).float()
         batch = [task.correct(logits, y, a).float().mean(), task.token_accuracy(logits, y), task.loss(logits, y)]
         total += torch.stack(batch).double() * x.shape[0]
     core.train(was_training)

@@ -347,7 +347,7 @@ def build_training(cfg: TrainConfig, core_cfg: Any, runtime: Runtime,
     core = build_core(core_cfg).to(device)
     optimizer = make_optimizer(core, cfg)
     sampler = torch.Generator().manual_seed(cfg.seed + 7919)
-    step_fn: StepFn = torch.compile(core.step) if runtime.compile else core.step
+    step_fn: StepFn = torch.compile(core.step_from) if runtime.compile else core.step_from
     if runtime.activation_checkpointing:
         step_fn = checkpointed(step_fn)
     return core, optimizer, sampler, step_fn

@@ -135,21 +135,33 @@ def unit(x):
     return x / x.pow(2).mean(-1, keepdim=True).add(torch.finfo(x.dtype).eps).sqrt()
 
 
-def hand_step(core, h, e, placement, norm):
-    b = core.blocks[0]
-    R = lambda s: b.recall.W_x(s) + b.recall.W_e(e)  # noqa: E731
-    Rin = R if placement == "internal" else (lambda s: s)
-    N = b.pre_norm if norm != "outer" else None
-    s = R(h) if placement == "external" else h
-    for f in (b.attn, b.mlp):
-        if norm == "inner":
-            s = s + f(Rin(N(s)))
-        elif norm == "outer":
-            s = unit(s + f(Rin(s)))
-        elif norm == "both":
-            s = unit(s + f(Rin(N(s))))
-        else:
-            s = s + b.peri_norm(f(Rin(N(s))))
+def hand_recall(b, e, recall, placement):
+    """R(s, e) of block b written from its definition (concat: one Linear over [s; e] outside a branch)."""
+    if recall == "linear":
+        return lambda s: b.recall.W_x(s) + b.recall.W_e(e)
+    if recall == "add":
+        return lambda s: s + e
+    if placement == "external":
+        return lambda s: b.recall.W_xe(torch.cat([s, e], dim=-1))
+    return lambda s: torch.cat([s, e], dim=-1)
+
+
+def hand_step(core, h, e, placement, norm, recall="linear"):
+    s = h
+    for b in core.blocks:
+        R = hand_recall(b, e, recall, placement)
+        Rin = R if placement == "internal" else (lambda s: s)
+        N = b.pre_norm if norm != "outer" else None
+        s = R(s) if placement == "external" else s
+        for f in (b.attn, b.mlp):
+            if norm == "inner":
+                s = s + f(Rin(N(s)))
+            elif norm == "outer":
+                s = unit(s + f(Rin(s)))
+            elif norm == "both":
+                s = unit(s + f(Rin(N(s))))
+            else:
+                s = s + b.peri_norm(f(Rin(N(s))))
     return s
 
 
@@ -165,6 +177,23 @@ def test_step_matches_the_branch_equations(arch, placement, norm):
     torch.testing.assert_close(core.step(h, e), hand_step(core, h, e, placement, norm))
     other = "internal" if placement == "external" else "external"
     assert (core.step(h, e) - hand_step(core, h, e, other, norm)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("recall", RECALLS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("arch,placement", [("standard_recall", "external"), ("internal_recall", "internal")])
+def test_step_from_the_loop_input_matches_the_recall_equations(arch, placement, layers, recall):
+    """The loop computes what depends on e alone once (u = loop_input(e)) and iterates step_from(h, u):
+    that must be the recall of the definitions, each block with its own part of u."""
+    core = make(arch=arch, recall=recall, layers_per_loop=layers, **SEQ).double()
+    h, e = torch.randn(2, 2, 16, 32, dtype=torch.float64).unbind(0)
+    u = core.loop_input(e)
+    assert u.shape == (2, 16, core.loop_input_dim) and core.loop_input_dim == 32 * layers
+    expected = hand_step(core, h, e, placement, "outer", recall)
+    torch.testing.assert_close(core.step_from(h, u), expected)
+    torch.testing.assert_close(core.step(h, e), expected)
+    with pytest.raises(ValueError, match=rf"loop input u \(2, 16, {32 * layers - 1}\).*u = loop_input\(e\)"):
+        core.step_from(h, u[..., :-1])
 
 
 def test_gru_residual_is_the_gru_cell():

@@ -83,10 +83,10 @@ def train_steps(arch: str, out: Path | None) -> dict[str, torch.Tensor]:
     data = task.make("16", 8 * len(DEPTHS), 0)
     with process_group(ranks, "cpu"):
         optimizer = make_optimizer(core, cfg)
-        parallel = data_parallel(core, core.step, task, cfg, ranks, torch.device("cpu")) if ranks.distributed else None
+        parallel = data_parallel(core, core.step_from, task, cfg, ranks, torch.device("cpu")) if ranks.distributed else None
         for i, depths in enumerate(DEPTHS):
             x, y = (ranks.shard(t[8 * i:8 * (i + 1)]) for t in (data.inputs, data.targets))
-            train_step(core, core.step, task, cfg, optimizer, x, y, depths, "fp32", parallel=parallel)
+            train_step(core, core.step_from, task, cfg, optimizer, x, y, depths, "fp32", parallel=parallel)
     params = {k: v.detach().clone() for k, v in core.state_dict().items()}
     if out is not None:
         torch.save(params, out / f"rank{ranks.rank}.pt")

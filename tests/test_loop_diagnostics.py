@@ -110,7 +110,7 @@ def test_step_gradient_norms_are_before_clipping_and_equal_the_unrolled_loss() -
     trace = trace_loop(core, TASK, x, y, iters=cfg.train_iters)
     embed_head = copy.deepcopy(core)
     TASK.loss(embed_head(x, cfg.train_iters)[-1], y).backward()
-    stats = train_step(core, core.step, TASK, cfg, make_optimizer(core, cfg), x, y, (0, 3), "fp32")
+    stats = train_step(core, core.step_from, TASK, cfg, make_optimizer(core, cfg), x, y, (0, 3), "fp32")
     assert stats.grad_norm > 100 * cfg.grad_clip  # clipped hard
     norms = step_grad_norms(core, stats.grad_norm)
     for group, value in trace.unrolled_grad_norm.items():

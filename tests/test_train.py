@@ -50,7 +50,7 @@ def test_training_steps_decrease_loss() -> None:
     core = build_core(core_config_for(cfg, task))
     opt = make_optimizer(core, cfg)
     batch = task.make("16", 16, seed=0)
-    losses = [train_step(core, core.step, task, cfg, opt, batch.inputs, batch.targets, (0, 4), "fp32").loss
+    losses = [train_step(core, core.step_from, task, cfg, opt, batch.inputs, batch.targets, (0, 4), "fp32").loss
               for _ in range(40)]
     chance = math.log(2)
     assert losses[0] > chance and sum(losses[-5:]) / 5 < 0.95 * chance, losses
@@ -68,7 +68,7 @@ def test_validation_reads_back_once_whatever_the_batches(host_syncs: list[str]) 
     results = []
     for batch_size in (12, 4):
         host_syncs.clear()
-        results.append(evaluate_at(core, core.step, task, data.inputs, data.targets, 3, batch_size,
+        results.append(evaluate_at(core, core.step_from, task, data.inputs, data.targets, 3, batch_size,
                                    torch.device("cpu"), "fp32"))
         assert host_syncs == ["tolist"]
     assert results[0] == pytest.approx(results[1])
@@ -99,17 +99,67 @@ def test_scoring_accepts_every_recorded_answer() -> None:
         def init_state(self, e: torch.Tensor) -> torch.Tensor:
             return e
 
-        def step(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        def loop_input(self, e: torch.Tensor) -> torch.Tensor:
+            return e
+
+        def step_from(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             return h
 
         def readout(self, h: torch.Tensor) -> torch.Tensor:
             return logits[: h.shape[0]]
 
     core, x, cpu = Fixed(), torch.zeros(2, 64, task.in_dim), torch.device("cpu")
-    assert evaluate_at(core, core.step, task, x, targets, 1, 2, cpu, "fp32", answers)["exact_match"] == 1.0
-    assert evaluate_at(core, core.step, task, x, targets, 1, 2, cpu, "fp32")["exact_match"] == 0.0
+    assert evaluate_at(core, core.step_from, task, x, targets, 1, 2, cpu, "fp32", answers)["exact_match"] == 1.0
+    assert evaluate_at(core, core.step_from, task, x, targets, 1, 2, cpu, "fp32")["exact_match"] == 0.0
     assert trajectory_metrics(core, task, x, targets, 2, answers)["correct"].all()
     assert not trajectory_metrics(core, task, x, targets, 2)["correct"].any()
+
+
+@pytest.mark.parametrize("arch", ["standard_recall", "internal_recall"])
+def test_the_loss_computes_the_recall_input_once_with_the_unhoisted_gradients(arch: str) -> None:
+    """compute_loss projects e for the recall once per batch (u = core.loop_input(e)), not at each
+    of its k iterations, and its gradients are those of k calls of core.step(h, e) (float64)."""
+    from fpstab.architectures import build_core
+    from fpstab.protocol import compute_loss
+    from fpstab.tasks import get_task
+
+    cfg, task = tiny_cfg(arch=arch), get_task("prefix_sum")
+    batch = task.make("16", 4, seed=0)
+    x = batch.inputs.double()
+    torch.manual_seed(0)
+    core = build_core(core_config_for(cfg, task)).double()
+    calls: list[int] = []
+    core.blocks[0].recall.W_e.register_forward_hook(lambda *_: calls.append(1))
+    compute_loss(core, core.step_from, task, cfg, x, batch.targets, (0, 6)).loss.backward()
+    assert len(calls) == 1
+    hoisted = {n: p.grad.clone() for n, p in core.named_parameters()}
+    core.zero_grad()
+    e = core.encode(x)
+    h = core.init_state(e)
+    for _ in range(6):
+        h = core.step(h, e)
+    task.loss(core.readout(h), batch.targets).backward()
+    assert len(calls) == 1 + 6
+    for name, p in core.named_parameters():
+        torch.testing.assert_close(hoisted[name], p.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_the_loss_refuses_the_cores_own_step_where_it_passes_the_loop_input() -> None:
+    """With linear recall u = loop_input(e) has e's shape, so core.step(h, u) would run without an
+    error and apply W_e twice: compute_loss and evaluate_at refuse it, plain, compiled or checkpointed."""
+    from fpstab.architectures import build_core
+    from fpstab.protocol import checkpointed, compute_loss, evaluate_at
+    from fpstab.tasks import get_task
+
+    cfg, task = tiny_cfg(), get_task("prefix_sum")
+    core = build_core(core_config_for(cfg, task))
+    batch = task.make("16", 2, seed=0)
+    for wrong in (core.step, torch.compile(core.step), checkpointed(core.step), checkpointed(torch.compile(core.step))):
+        with pytest.raises(ValueError, match=r"core.step\(h, e\).*needs core.step_from"):
+            compute_loss(core, wrong, task, cfg, batch.inputs, batch.targets, (0, 2))
+        with pytest.raises(ValueError, match=r"needs core.step_from"):
+            evaluate_at(core, wrong, task, batch.inputs, batch.targets, 2, 2, torch.device("cpu"), "fp32")
+    compute_loss(core, checkpointed(torch.compile(core.step_from)), task, cfg, batch.inputs, batch.targets, (0, 0))
 
 
 @pytest.mark.parametrize("depths, embed_learns", [((0, 3), True), ((2, 1), False)])
@@ -125,7 +175,7 @@ def test_progressive_loss_gradient_paths(depths: tuple[int, int], embed_learns: 
     task = get_task("prefix_sum")
     core = build_core(core_config_for(cfg, task))
     batch = task.make("16", 4, seed=0)
-    compute_loss(core, core.step, task, cfg, batch.inputs, batch.targets, depths).loss.backward()
+    compute_loss(core, core.step_from, task, cfg, batch.inputs, batch.targets, depths).loss.backward()
     grad = core.embed.weight.grad
     assert (grad is not None and bool(grad.abs().sum() > 0)) == embed_learns
     assert core.head[-1].weight.grad.abs().sum() > 0
@@ -277,7 +327,7 @@ def test_activation_checkpointing_gives_the_same_gradients_and_saves_only_states
     for wrap in (False, True):
         torch.manual_seed(0)
         core = build_core(core_config_for(cfg, task))
-        step = checkpointed(core.step) if wrap else core.step
+        step = checkpointed(core.step_from) if wrap else core.step_from
         saved: list[int] = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
             out = compute_loss(core, step, task, cfg, batch.inputs, batch.targets, (0, 6))
