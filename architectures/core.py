@@ -155,11 +155,17 @@ class Core(nn.Module):
     def step_stream_from(self, h: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """`step_stream` from u = loop_input(e) (B, n, loop_input_dim)."""
         self._check_loop_input(h, u)
-        parts = iter(u.split(self.config.d_model, dim=-1))
-        inputs = [next(parts) if block.recall is not None else None for block in self.blocks]
+        inputs = self._block_inputs(u)
         for block, part in zip(self.blocks[:-1], inputs):
             h = block(h, part)
         return self.blocks[-1].forward_stream(h, inputs[-1])
+
+    def _block_inputs(self, u: Tensor) -> list[Tensor | None]:
+        """Each block's part of u (None for a block without recall); one block takes u whole."""
+        if len(self.blocks) == 1:
+            return [u if self.blocks[0].recall is not None else None]
+        parts = iter(u.split(self.config.d_model, dim=-1))
+        return [next(parts) if block.recall is not None else None for block in self.blocks]
 
     def readout(self, h: Tensor) -> Tensor:
         """h (B, n, d) -> logits (B, n, out_dim): RMSNorm -> Linear(d, d) -> GELU -> Linear(d, out_dim)."""
