@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from .constants import cached_constant
 from .neighborhood import local_attention
 from .sdpa import attend
+from .split_linear import apply_split
 
 
 class RMSNorm(nn.Module):
@@ -84,7 +85,9 @@ class Attention(nn.Module):
     """Multi-head attention: fused qkv Linear(d_in, 3d), per-head QK RMSNorm, RoPE, out Linear(d, d).
 
     forward(x) is self-attention; forward(x, kv=z) takes queries from x and
-    keys/values from z with the same weights (Fu et al.'s attention injection).
+    keys/values from z with the same weights (Fu et al.'s attention injection);
+    forward(x, pre=t) is self-attention over [x; e] with t = split_linear.input_term(qkv, e)
+    computed once (internal concat recall).
     causal: query i sees keys j <= i only (full attention; not with a window).
     """
 
@@ -100,11 +103,13 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim)
         self.proj = nn.Linear(d, d)
 
-    def forward(self, x: Tensor, kv: Tensor | None = None) -> Tensor:
-        """x, kv: (..., n, d_in) -> (..., n, d)."""
+    def forward(self, x: Tensor, kv: Tensor | None = None, pre: Tensor | None = None) -> Tensor:
+        """x, kv: (..., n, d_in) -> (..., n, d); with pre (..., n, 3d), x is the first columns of the input."""
         d = self.d
+        if kv is not None and pre is not None:
+            raise ValueError("Attention: kv (cross-attention) and pre (a precomputed input term) exclude each other")
         if kv is None:
-            q, k, v = self.qkv(x).split(d, dim=-1)
+            q, k, v = apply_split(self.qkv, x, pre).split(d, dim=-1)
         else:
             w, b = self.qkv.weight, self.qkv.bias
             q = F.linear(x, w[:d], b[:d])

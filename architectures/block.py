@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .attention import Attention, RMSNorm
 from .config import CoreConfig
+from .split_linear import apply_split, input_term
 
 PLACEMENTS = ("none", "external", "internal")
 
@@ -76,8 +77,10 @@ class MLP(nn.Module):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(d_in, ratio * d), nn.Linear(ratio * d, d)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+    def forward(self, x: Tensor, pre: Tensor | None = None) -> Tensor:
+        """x (..., n, d_in) -> (..., n, d); with pre = split_linear.input_term(fc1, e) (..., n, ratio*d),
+        x is the first columns of the input [x; e]."""
+        return self.fc2(F.gelu(apply_split(self.fc1, x, pre)))
 
 
 class AddResidual(nn.Module):
@@ -126,7 +129,10 @@ class Block(nn.Module):
         d = cfg.d_model
         self.placement = placement
         self.recall = Recall(cfg.recall, d, external=placement == "external") if placement != "none" else None
-        d_in = 2 * d if placement == "internal" and cfg.recall == "concat" else d
+        # Internal concat recall: each branch reads [N(s); e], and e's columns of its first Linear are
+        # applied once per input (split_linear), not at every iteration.
+        self.concat_inside = placement == "internal" and cfg.recall == "concat"
+        d_in = 2 * d if self.concat_inside else d
         self.attn = Attention(d_in, d, cfg.n_heads, cfg.grid, cfg.attn_window, cfg.rope_base, cfg.causal)
         self.mlp = MLP(d_in, d, cfg.mlp_ratio)
         self.pre_norm = RMSNorm(d) if norm in ("inner", "both", "peri") else nn.Identity()
@@ -135,25 +141,43 @@ class Block(nn.Module):
         self.post_norm = RMSNorm(d, gain=False) if norm in ("outer", "both") else nn.Identity()
         self.residual = GRUResidual(d) if cfg.residual == "gru" else AddResidual()
 
+    @property
+    def loop_input_dim(self) -> int:
+        """The width of `loop_input(e)`: 0 without recall, 3d + ratio*d for internal concat recall (the
+        qkv and first MLP layer's e-terms), else d."""
+        if self.recall is None:
+            return 0
+        return self.attn.qkv.out_features + self.mlp.fc1.out_features if self.concat_inside else self.recall.d
+
     def loop_input(self, e: Tensor) -> Tensor | None:
-        """What the block reads of e, computed once per input (`Recall.loop_input`): (..., n, d), or
-        None for a block without recall."""
-        return None if self.recall is None else self.recall.loop_input(e)
+        """What the block reads of e, computed once per input: (..., n, loop_input_dim), or None for a
+        block without recall. `Recall.loop_input(e)`, or for internal concat recall the e-terms of the
+        two branches' first Linear layers, side by side."""
+        if self.recall is None:
+            return None
+        if self.concat_inside:
+            return torch.cat([input_term(self.attn.qkv, e), input_term(self.mlp.fc1, e)], dim=-1)
+        return self.recall.loop_input(e)
 
     def branch_sum(self, s: Tensor, u: Tensor | None, f: nn.Module) -> Tensor:
-        """The branch's residual update before the post-norm; u = loop_input(e)."""
+        """The branch's residual update before the post-norm; u = the branch's part of loop_input(e)."""
         z = self.pre_norm(s)
-        if self.placement == "internal":
-            z = self.recall.from_input(z, u)
-        return self.residual(self.peri_norm(f(z)), s)
+        if self.concat_inside:
+            out = f(z, pre=u)  # f([z; e]) with e's columns applied once
+        else:
+            out = f(z if self.placement != "internal" else self.recall.from_input(z, u))
+        return self.residual(self.peri_norm(out), s)
 
     def forward_stream(self, s: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
         """(the block's output, the residual stream of its MLP branch before the post-norm);
         without a post-norm ("inner", "peri") the two are the same tensor. u = loop_input(e)."""
         if self.placement == "external":
             s = self.recall.from_input(s, u)
-        s = self.post_norm(self.branch_sum(s, u, self.attn))
-        stream = self.branch_sum(s, u, self.mlp)
+        u_attn = u_mlp = u
+        if self.concat_inside:
+            u_attn, u_mlp = u.split([self.attn.qkv.out_features, self.mlp.fc1.out_features], dim=-1)
+        s = self.post_norm(self.branch_sum(s, u_attn, self.attn))
+        stream = self.branch_sum(s, u_mlp, self.mlp)
         return self.post_norm(stream), stream
 
     def forward(self, s: Tensor, u: Tensor | None) -> Tensor:

@@ -132,12 +132,13 @@ class Core(nn.Module):
     # ---- the loop with its input-only part computed once -------------------------------------
     # step(h, e) == step_from(h, loop_input(e)), the same operations in the same order. A loop that
     # iterates with one e (training, evaluation) computes u = loop_input(e) once, not per iteration:
-    # linear recall's W_e e (one of its five or six matrix products per iteration), fully_looped's N(e).
+    # linear recall's W_e e (one of its six matrix products per iteration), internal concat recall's
+    # e-columns of qkv and the first MLP layer, fully_looped's N(e).
 
     def loop_input(self, e: Tensor) -> Tensor:
         """u (B, n, loop_input_dim): what an iteration reads of e, which does not change between
-        iterations. With recall, each recalling block's `Recall.loop_input(e)` (one (B, n, d) part per
-        block, concatenated); without, e itself (the step does not read it)."""
+        iterations. With recall, each recalling block's `Block.loop_input(e)` (concatenated over
+        blocks); without, e itself (the step does not read it)."""
         parts = [u for u in (block.loop_input(e) for block in self.blocks) if u is not None]
         if not parts:
             return e
@@ -145,8 +146,9 @@ class Core(nn.Module):
 
     @property
     def loop_input_dim(self) -> int:
-        """The width of `loop_input(e)`: d_model per recalling block, d_model without recall."""
-        return self.config.d_model * max(1, sum(block.recall is not None for block in self.blocks))
+        """The width of `loop_input(e)`: the recalling blocks' `Block.loop_input_dim` summed (d_model
+        each, 7 d_model for internal concat recall), d_model without recall."""
+        return sum(block.loop_input_dim for block in self.blocks) or self.config.d_model
 
     def step_from(self, h: Tensor, u: Tensor) -> Tensor:
         """One loop iteration from u = loop_input(e): h (B, n, d), u (B, n, loop_input_dim) -> h'."""
@@ -164,8 +166,11 @@ class Core(nn.Module):
         """Each block's part of u (None for a block without recall); one block takes u whole."""
         if len(self.blocks) == 1:
             return [u if self.blocks[0].recall is not None else None]
-        parts = iter(u.split(self.config.d_model, dim=-1))
-        return [next(parts) if block.recall is not None else None for block in self.blocks]
+        widths = [block.loop_input_dim for block in self.blocks]
+        if not any(widths):  # no recall: u is e, unread
+            return [None] * len(widths)
+        parts = iter(u.split([w for w in widths if w], dim=-1))
+        return [next(parts) if w else None for w in widths]
 
     def readout(self, h: Tensor) -> Tensor:
         """h (B, n, d) -> logits (B, n, out_dim): RMSNorm -> Linear(d, d) -> GELU -> Linear(d, out_dim)."""

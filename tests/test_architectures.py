@@ -188,12 +188,16 @@ def test_step_from_the_loop_input_matches_the_recall_equations(arch, placement, 
     core = make(arch=arch, recall=recall, layers_per_loop=layers, **SEQ).double()
     h, e = torch.randn(2, 2, 16, 32, dtype=torch.float64).unbind(0)
     u = core.loop_input(e)
-    assert u.shape == (2, 16, core.loop_input_dim) and core.loop_input_dim == 32 * layers
+    width = 7 * 32 if placement == "internal" and recall == "concat" else 32  # qkv's 3d + fc1's 4d e-terms
+    assert u.shape == (2, 16, core.loop_input_dim) and core.loop_input_dim == width * layers
     expected = hand_step(core, h, e, placement, "outer", recall)
     torch.testing.assert_close(core.step_from(h, u), expected)
     torch.testing.assert_close(core.step(h, e), expected)
-    with pytest.raises(ValueError, match=rf"loop input u \(2, 16, {32 * layers - 1}\).*u = loop_input\(e\)"):
+    with pytest.raises(ValueError, match=rf"loop input u \(2, 16, {width * layers - 1}\).*u = loop_input\(e\)"):
         core.step_from(h, u[..., :-1])
+    if recall == "concat" and placement == "internal":
+        with pytest.raises(ValueError, match="kv .* and pre .* exclude each other"):
+            core.blocks[0].attn(h, kv=h, pre=u[..., :96])
 
 
 def test_gru_residual_is_the_gru_cell():
