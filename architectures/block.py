@@ -181,5 +181,6 @@ class Block(nn.Module):
         return self.post_norm(stream), stream
 
     def forward(self, s: Tensor, u: Tensor | None) -> Tensor:
-        """s (..., n, d), u = loop_input(e) -> (..., n, d)."""
+        """s (..., n, d), u = loop_input(e) -> (..., n, d). u, not e: with linear recall both have e's
+        shape, and passing e would recall W_x s + e."""
         return self.forward_stream(s, u)[0]

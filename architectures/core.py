@@ -130,7 +130,9 @@ class Core(nn.Module):
         return self.step_stream_from(h, self.loop_input(e))
 
     # ---- the loop with its input-only part computed once -------------------------------------
-    # step(h, e) == step_from(h, loop_input(e)), the same operations in the same order. A loop that
+    # step(h, e) is step_from(h, loop_input(e)), so the loop and the probes use one map. (Concat recall
+    # multiplies [s; e] as two products, W_s s + (W_e e + b), which rounds differently from one product
+    # over the concatenation: ~4e-7 in float32, ~2x the error of one product under bf16.) A loop that
     # iterates with one e (training, evaluation) computes u = loop_input(e) once, not per iteration:
     # linear recall's W_e e (one of its six matrix products per iteration), internal concat recall's
     # e-columns of qkv and the first MLP layer, fully_looped's N(e).
@@ -147,7 +149,7 @@ class Core(nn.Module):
     @property
     def loop_input_dim(self) -> int:
         """The width of `loop_input(e)`: the recalling blocks' `Block.loop_input_dim` summed (d_model
-        each, 7 d_model for internal concat recall), d_model without recall."""
+        each, (3 + mlp_ratio) d_model for internal concat recall), d_model without recall."""
         return sum(block.loop_input_dim for block in self.blocks) or self.config.d_model
 
     def step_from(self, h: Tensor, u: Tensor) -> Tensor:

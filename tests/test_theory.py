@@ -199,7 +199,7 @@ def test_scalar_model_stability_sets(x: float, y: float) -> None:
     e = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for placement, gain in gains.items():
         block = scalar_block(placement, x, y)
-        f = lambda h, b=block: b(h, e)  # noqa: E731
+        f = lambda h, b=block: b(h, b.loop_input(e))  # noqa: E731
         h = torch.zeros_like(e)
         rho = spectral_radius(f, h)
         assert rho.converged.all(), placement
