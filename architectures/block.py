@@ -41,7 +41,7 @@ class Recall(nn.Module):
 
     def __init__(self, kind: str, d: int, external: bool):
         super().__init__()
-        self.kind, self.external, self.d = kind, external, d
+        self.kind, self.external = kind, external
         if kind == "linear":
             self.W_x, self.W_e = nn.Linear(d, d), nn.Linear(d, d)
         elif kind == "concat" and external:
@@ -53,7 +53,7 @@ class Recall(nn.Module):
         if self.kind == "linear":
             return self.W_e(e)
         if self.kind == "concat" and self.external:
-            return F.linear(e, self.W_xe.weight[:, self.d:], self.W_xe.bias)
+            return input_term(self.W_xe, e)
         return e
 
     def from_input(self, s: Tensor, u: Tensor) -> Tensor:
@@ -63,7 +63,7 @@ class Recall(nn.Module):
         if self.kind == "add":
             return s + u
         if self.external:
-            return F.linear(s, self.W_xe.weight[:, :self.d]) + u
+            return apply_split(self.W_xe, s, u)
         return torch.cat([s, u], dim=-1)
 
     def forward(self, s: Tensor, e: Tensor) -> Tensor:
@@ -147,7 +147,7 @@ class Block(nn.Module):
         qkv and first MLP layer's e-terms), else d."""
         if self.recall is None:
             return 0
-        return self.attn.qkv.out_features + self.mlp.fc1.out_features if self.concat_inside else self.recall.d
+        return self.attn.qkv.out_features + self.mlp.fc1.out_features if self.concat_inside else self.attn.d
 
     def loop_input(self, e: Tensor) -> Tensor | None:
         """What the block reads of e, computed once per input: (..., n, loop_input_dim), or None for a

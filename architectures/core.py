@@ -149,7 +149,8 @@ class Core(nn.Module):
     @property
     def loop_input_dim(self) -> int:
         """The width of `loop_input(e)`: the recalling blocks' `Block.loop_input_dim` summed (d_model
-        each, (3 + mlp_ratio) d_model for internal concat recall), d_model without recall."""
+        each, (3 + mlp_ratio) d_model for internal concat recall), d_model where no block recalls
+        (fully_looped's N(e) and norm="loop"'s recall included: their blocks do not recall)."""
         return sum(block.loop_input_dim for block in self.blocks) or self.config.d_model
 
     def step_from(self, h: Tensor, u: Tensor) -> Tensor:
@@ -165,13 +166,13 @@ class Core(nn.Module):
         return self.blocks[-1].forward_stream(h, inputs[-1])
 
     def _block_inputs(self, u: Tensor) -> list[Tensor | None]:
-        """Each block's part of u (None for a block without recall); one block takes u whole."""
-        if len(self.blocks) == 1:
-            return [u if self.blocks[0].recall is not None else None]
+        """Each block's part of u (None for a block without recall); a single recalling block takes u
+        whole (no split view and its backward node per iteration)."""
         widths = [block.loop_input_dim for block in self.blocks]
-        if not any(widths):  # no recall: u is e, unread
-            return [None] * len(widths)
-        parts = iter(u.split([w for w in widths if w], dim=-1))
+        recalling = [w for w in widths if w]
+        if len(recalling) <= 1:  # u whole to the one recalling block, or e unread by all
+            return [u if w else None for w in widths]
+        parts = iter(u.split(recalling, dim=-1))
         return [next(parts) if w else None for w in widths]
 
     def readout(self, h: Tensor) -> Tensor:
@@ -233,10 +234,6 @@ class FullyLoopedCore(Core):
         """u = N(e) (B, n, d), where every step restarts."""
         return self.state_norm(e)
 
-    @property
-    def loop_input_dim(self) -> int:
-        return self.config.d_model
-
     def step_stream_from(self, h: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """h, u = N(e) (B, n, d) -> (h' = N(z_L), every token at RMS 1; the residual stream z_L)."""
         self._check_loop_input(h, u)
@@ -260,10 +257,6 @@ class LoopNormCore(Core):
     def loop_input(self, e: Tensor) -> Tensor:
         """u (B, n, d): the recall's `Recall.loop_input(e)`; e itself (unread) without recall."""
         return e if self.recall is None else self.recall.loop_input(e)
-
-    @property
-    def loop_input_dim(self) -> int:
-        return self.config.d_model
 
     def step_stream_from(self, h: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """h, u = loop_input(e) (B, n, d) -> (h' = N(z_L), every token at RMS 1; the residual stream z_L)."""

@@ -214,10 +214,10 @@ def compute_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig,
     """
     check_step_fn(core, step_fn)
     e = core.encode(x)
-    h0 = core.init_state(e)
+    h0, u = core.init_state(e), core.loop_input(e)
     if cfg.grad_mode in ("progressive", "unrolled"):
-        return _progressive_loss(core, step_fn, task, cfg, core.loop_input(e), h0, y, depths)
-    return _fixed_point_loss(core, step_fn, task, cfg, e, h0, y)
+        return _progressive_loss(core, step_fn, task, cfg, u, h0, y, depths)
+    return _fixed_point_loss(core, step_fn, task, cfg, e, u, h0, y)
 
 
 def _progressive_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, u: Tensor, h0: Tensor,
@@ -240,13 +240,12 @@ def _progressive_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainCon
     return LossOutput(loss, logits, {"n": float(n), "k": float(k)})
 
 
-def _fixed_point_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, e: Tensor, h0: Tensor,
-                      y: Tensor) -> LossOutput:
+def _fixed_point_loss(core: nn.Module, step_fn: StepFn, task: Any, cfg: TrainConfig, e: Tensor, u: Tensor,
+                      h0: Tensor, y: Tensor) -> LossOutput:
     """Solve for h* without gradients, then backpropagate through it by the implicit function
-    theorem (grad_mode "implicit") or a few damped steps ("phantom"). e, h0: (B, n_tokens, d_model)."""
+    theorem (grad_mode "implicit") or a few damped steps ("phantom"). e, h0: (B, n_tokens, d_model);
+    u = core.loop_input(e) (the solve recomputes it from e in float32)."""
     from fpstab.fixedpoint import implicit_gradient, phantom_gradient, solve
-
-    u = core.loop_input(e)
 
     def f(h: Tensor) -> Tensor:
         return step_fn(h, u)
