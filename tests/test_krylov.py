@@ -120,10 +120,17 @@ def test_krylov_matches_dense_on_a_nonlinear_map(seed: int, gain: float, n: int)
     h = torch.randn(2, n, generator=torch.Generator().manual_seed(seed + 2), dtype=torch.float64)
     jac = dense_jacobian(f, h)
     sv = torch.linalg.svdvals(torch.eye(n, dtype=torch.float64) - jac)
+    start = torch.randn(2, n, generator=torch.Generator().manual_seed(seed + 3), dtype=torch.float64)
     smax = largest_singular_value(lambda v: v - jvp_operator(f, h)(v), lambda u: u - vjp_operator(f, h)(u),
-                                  torch.randn(2, n, dtype=torch.float64), steps=20)
+                                  start, steps=20)
     smin = smallest_singular_value(f, h, steps=20)
-    assert smax.converged.all() and torch.allclose(smax.value, sv[:, 0], rtol=1e-6)
+    # 20 steps, far below n: at a small gain the top singular values of I - J cluster (seed 10000,
+    # gain 0.2, n 119: 1.0996, 1.0990, 1.0978), and 20 steps may stop at a relative residual of ~2e-8,
+    # above tol 1e-10. It must then say so; where it converged it matches, and either way it lies
+    # within its stated error of a singular value.
+    assert torch.allclose(smax.value[smax.converged], sv[smax.converged, 0], rtol=1e-6)
+    smax_gap = (smax.value[:, None] - sv).abs().min(dim=1).values
+    assert (smax_gap <= 2 * smax.error * smax.value + 1e-12).all()
     # Where it says it converged, sigma_min is within its stated error of a
     # singular value of I - J. (That it is the smallest one is what inverse
     # iteration finds first: a start nearly orthogonal to the smallest
