@@ -52,6 +52,7 @@ arch="no_recall") raise GridError naming the run and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -63,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from fpstab.architectures import ONE_PASS_ARCHS
-from fpstab.config import FIELDS, core_config_for, resolve_config, train_level_for
+from fpstab.config import FIELDS, TrainConfig, core_config_for, resolve_config, train_level_for
 
 TABLES = ("base", "axes", "include", "exclude", "task", "eval", "probe", "runtime")
 EVAL_KEYS = ("iters", "samples", "batch_size", "halt_tol", "solver", "solver_max_iter", "solver_tol", "plots")
@@ -209,11 +210,23 @@ def _run_spec(index: int, values: dict[str, Any], varying: Sequence[str], probe_
         # A one-pass baseline has no fixed point: it is trained and evaluated, not probed.
         probes = [] if cfg.arch in ONE_PASS_ARCHS else _probe_levels(task, train_level, levels, run_probe_levels)
     except ValueError as err:
-        raise GridError(f"{where}: run {index} ({label}): {err}") from None
+        raise GridError(f"{where}: run {index} ({label}): {err}{_list_value_hint(values)}") from None
     name = "-".join(_slug(cfg.to_dict()[k]) for k in NAME_KEYS)
     name += "".join(f"-{_short(k)}{_slug(values[k])}" for k in varying if k in values and k != "seed")
     name += f"-s{cfg.seed}"
     return RunSpec(name, index, {"preset": preset, **values}, cfg.to_dict(), tuple(levels), tuple(probes))
+
+
+def _list_value_hint(values: Mapping[str, Any]) -> str:
+    """A hint for a list-valued key (lr_milestones) that arrived as one item: in [axes] and
+    [[include]] a list holds alternatives, so `lr_milestones = [12]` is the one run lr_milestones=12."""
+    listed = {f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.default, tuple)}
+    keys = [k for k, v in values.items() if k in listed and not isinstance(v, (list, tuple))]
+    if not keys:
+        return ""
+    key, item = keys[0], json.dumps(values[keys[0]])
+    return (f" ({key} takes a list, and in [axes] and [[include]] a list holds alternatives: for one run with "
+            f"{key} [{item}] write {key} = [[{item}]]; [base] and [task.*] take [{item}] as it is)")
 
 
 def _eval_levels(task: Any, train_level: str, given: Sequence[str] | None) -> list[str]:

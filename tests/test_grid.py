@@ -65,6 +65,14 @@ def test_bad_grids_are_refused_naming_the_key(tables, match):
         grid(**tables)
 
 
+def test_a_list_valued_key_is_one_value_when_nested_and_a_bare_list_is_refused_with_the_fix():
+    g = grid(axes={"arch": ["standard_recall"]}, include=[{"arch": "no_recall", "lr_milestones": [[12]]}],
+             base={"preset": "tiny", "lr_milestones": [3]})
+    assert [r.config["lr_milestones"] for r in g.runs] == [[3], [12]]
+    with pytest.raises(GridError, match=r"lr_milestones=12 must be a list.*write lr_milestones = \[\[12\]\]"):
+        grid(include=[{"arch": "no_recall", "lr_milestones": [12]}])
+
+
 def test_load_grid_reads_toml_and_names_the_file(tmp_path):
     g = load_grid(SMOKE)
     assert [r.name for r in g.runs] == ["prefix_sum-no_recall-outer-s0", "prefix_sum-standard_recall-outer-s0"]
