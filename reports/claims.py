@@ -26,6 +26,7 @@ nothing about extrapolation.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -55,7 +56,19 @@ def _seeds(runs: Sequence[RunRecord]) -> str:
 def _label(run: RunRecord) -> str:
     t = run.train
     lr = f" lr {t.get('lr'):g}" if isinstance(t.get("lr"), (int, float)) else ""
-    return f"{t.get('arch')}+{t.get('norm')}{lr} s{t.get('seed')}"
+    width = f" d{t.get('d_model')}" if t.get("d_model") is not None else ""
+    return f"{t.get('arch')}+{t.get('norm')}{width}{lr} s{t.get('seed')}"
+
+
+# Training keys that change neither the model nor its numbers: two runs differing only in these
+# (and the arch) form a comparison pair.
+_NOT_SETUP = ("arch", "checkpoint_every")
+
+
+def _setup_key(run: RunRecord) -> str:
+    """The run's training setup without its arch (seed included): runs that differ in arch alone
+    share it, so a d 128 run never pairs with a d 64 one of the same seed."""
+    return json.dumps({k: v for k, v in run.train.items() if k not in _NOT_SETUP}, sort_keys=True, default=str)
 
 
 def _recall_outer(runs: Sequence[RunRecord]) -> list[RunRecord]:
@@ -116,14 +129,15 @@ def extrapolation_claim(task: str, runs: Sequence[RunRecord], kind: str, claim: 
 
 def comparison_claim(task: str, runs: Sequence[RunRecord], val: Accuracy, hard: Accuracy) -> ClaimCheck:
     """Claim 3: internal_recall+outer against standard_recall+outer at the hardest level, paired by
-    seed; a pair counts when both were evaluated and at least one of the two fits."""
+    seed and every other training key (`_setup_key`); a pair counts when both were evaluated and at
+    least one of the two fits."""
     claim = "internal recall + outer beats standard recall + outer" + ("" if task == "sudoku" else
                                                                       " (the paper states it for sudoku)")
-    by_seed: dict[object, dict[str, RunRecord]] = {}
+    by_setup: dict[str, dict[str, RunRecord]] = {}
     for r in _recall_outer(runs):
         if hard(r) is not None:
-            by_seed.setdefault(r.train.get("seed"), {})[str(r.train.get("arch"))] = r
-    pairs = [(p["internal_recall"], p["standard_recall"]) for p in by_seed.values() if len(p) == 2]
+            by_setup.setdefault(_setup_key(r), {})[str(r.train.get("arch"))] = r
+    pairs = [(p["internal_recall"], p["standard_recall"]) for p in by_setup.values() if len(p) == 2]
     counted = [(i, s) for i, s in pairs if _fits(i, val) or _fits(s, val)]
     if not counted:
         why = ("no seed has both cores evaluated" if not pairs else

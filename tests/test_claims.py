@@ -13,10 +13,11 @@ SCORES: dict[str, tuple[float | None, float | None]] = {}
 
 
 def run(arch: str, norm: str, seed: int, val: float | None, hard: float | None, task: str = "sudoku",
-        lr: float = 1e-3) -> RunRecord:
-    name = f"{task}-{arch}-{norm}-lr{lr}-s{seed}"
+        lr: float = 1e-3, d_model: int = 64) -> RunRecord:
+    name = f"{task}-{arch}-{norm}-lr{lr}-d{d_model}-s{seed}"
     SCORES[name] = (val, hard)
-    return RunRecord(name, Path(name), {"train": {"task": task, "arch": arch, "norm": norm, "seed": seed, "lr": lr}})
+    return RunRecord(name, Path(name), {"train": {"task": task, "arch": arch, "norm": norm, "seed": seed, "lr": lr,
+                                                  "d_model": d_model}})
 
 
 def val(r: RunRecord) -> float | None:
@@ -77,6 +78,15 @@ def test_comparison_pairs_by_seed_and_reports_n_and_the_sign_test():
     assert check.verdict == "held" and "n = 3 seed pairs" in check.evidence
     assert "+20.0 points" in check.evidence and "p = 0.125" in check.evidence
     assert "states it for sudoku" not in check.claim
+
+
+def test_comparison_pairs_only_runs_that_differ_in_arch_alone():
+    runs = [run("internal_recall", "outer", 0, 0.9, 0.8), run("standard_recall", "outer", 0, 0.9, 0.4),
+            run("standard_recall", "outer", 0, 0.9, 0.95, d_model=128),  # same seed, another width
+            run("internal_recall", "outer", 0, 0.9, 0.1, lr=3e-4)]  # same seed, another lr
+    check = comparison_claim("sudoku", runs, val, hard)
+    assert check.verdict == "held" and "n = 1 seed pairs" in check.evidence
+    assert "80.0 % vs 40.0 %" in check.evidence and "+40.0 points" in check.evidence
 
 
 def test_comparison_needs_a_fitting_core_in_each_pair():
