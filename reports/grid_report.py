@@ -40,12 +40,14 @@ SEED_KEYS = ("seed",)
 
 # ---- what a run is and what it scored ----------------------------------------------------------
 def configuration_keys(runs: Sequence[RunRecord]) -> list[str]:
-    """task, arch, norm, then every other TrainConfig key whose value differs between runs (not seeds)."""
+    """task, arch, norm, then every other TrainConfig key whose value differs between the runs that
+    record it (not seeds). A key that older runs lack (added to TrainConfig after they trained) and
+    newer runs all hold at one value does not split the runs."""
     keys: list[str] = []
     for run in runs:
         keys += [k for k in run.train if k not in keys]
     varying = [k for k in keys if k not in ALWAYS and k not in SEED_KEYS and k != "preset"
-               and len({repr(r.train.get(k)) for r in runs}) > 1]
+               and len({repr(r.train[k]) for r in runs if k in r.train}) > 1]
     return [*ALWAYS, *varying]
 
 

@@ -30,7 +30,10 @@ def schoop_figure(runs: Sequence[RunRecord], label: Callable[[RunRecord], str], 
     levels: list[str] = []
     for r in evaluated:
         levels += [str(lv["level"]) for lv in r.eval["levels"] if str(lv["level"]) not in levels]
-    fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.2), dpi=110, squeeze=False)
+    names = sorted({label(r) for r in evaluated})
+    ncol = min(len(names), 3)
+    legend_h = 0.1 + 0.16 * -(-len(names) // ncol)  # inches: the legend's rows under the panels
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.2 + legend_h), dpi=110, squeeze=False)
     for ax, level in zip(axes[0], levels):
         curves: dict[str, list[list[float]]] = defaultdict(list)
         for r in evaluated:
@@ -40,7 +43,7 @@ def schoop_figure(runs: Sequence[RunRecord], label: Callable[[RunRecord], str], 
         for name, accs in curves.items():
             T = min(len(a) for a in accs)
             mean = [sum(a[t] for a in accs) / len(accs) for t in range(T)]
-            ax.plot(range(1, T + 1), mean, lw=1.3, label=name)
+            ax.plot(range(1, T + 1), mean, lw=1.3, label=name, **_line_style(names.index(name)))
         m = evaluated[0].train.get("train_iters")
         if m:
             ax.axvspan(1, m, color="0.9", zorder=0)
@@ -50,8 +53,23 @@ def schoop_figure(runs: Sequence[RunRecord], label: Callable[[RunRecord], str], 
         ax.set_xlabel("iteration t", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("exact-match accuracy", fontsize=8)
-    axes[0][-1].legend(fontsize=6, loc="best")
-    return _save(fig, path)
+    _legend_below(fig, axes[0], ncol)
+    return _save(fig, path, bottom=legend_h / fig.get_figheight())
+
+
+def _line_style(i: int) -> dict[str, str]:
+    """A distinct line for configuration i: the 10 default colors, then again dashed, dotted, ..."""
+    return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[(i // 10) % 4]}
+
+
+def _legend_below(fig: Any, axes: Sequence[Any], ncol: int) -> None:
+    """One legend for the row of panels, under them, where it hides no curve (every label once, in
+    the panels' order)."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, handle)
+    fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=ncol, fontsize=7, frameon=False)
 
 
 def scatter_figure(points: Sequence[tuple[RunRecord, Mapping[str, Any]]], accuracy: Callable[[RunRecord], Any],
@@ -81,9 +99,10 @@ def scatter_figure(points: Sequence[tuple[RunRecord, Mapping[str, Any]]], accura
     return _save(fig, path)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, bottom: float = 0.0) -> Path:
+    """Lay out (leaving the bottom fraction free for a figure legend) and write the PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, metadata=PNG_META)
     plt.close(fig)
     return path

@@ -11,7 +11,7 @@ from scipy import stats
 
 from fpstab.cli import main
 from fpstab.reports.grid_report import accuracy_table, configuration_keys, correlations
-from fpstab.reports.run_files import find_runs
+from fpstab.reports.run_files import RunRecord, find_runs
 from fpstab.reports.stats import spearman
 
 T = 40
@@ -74,6 +74,15 @@ def test_accuracy_table_groups_seeds_with_mean_sd_and_n(tree):
     by = {r[0]: r for r in rows}
     assert by["standard_recall+outer"][3] == "85.0 ± 7.1 (n=2)"
     assert by["internal_recall+outer"][3] == "70.0 (n=1)" and by["no_recall+outer"][-1] == "2 completed"
+
+
+def test_a_key_that_older_runs_lack_splits_runs_only_where_recorded_values_differ():
+    def rec(name: str, **train) -> RunRecord:
+        return RunRecord(name, Path(name), {"train": {"task": "prefix_sum", "arch": "no_recall", "norm": "outer",
+                                                      "seed": 0, **train}})
+    old, new = rec("old", d_model=64), rec("new", d_model=128, shift=False)  # shift: added after "old" trained
+    assert configuration_keys([old, new]) == ["task", "arch", "norm", "d_model"]
+    assert configuration_keys([old, new, rec("newer", d_model=128, shift=True)])[-1] == "shift"
 
 
 def test_probe_figures_correlate_with_hard_accuracy_across_runs(tree):
