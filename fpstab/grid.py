@@ -52,7 +52,6 @@ arch="no_recall") raise GridError naming the run and the key.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -65,6 +64,7 @@ from typing import Any
 
 from fpstab.architectures import ONE_PASS_ARCHS
 from fpstab.config import FIELDS, TrainConfig, core_config_for, resolve_config, train_level_for
+from fpstab.options import sequence_fields
 
 TABLES = ("base", "axes", "include", "exclude", "task", "eval", "probe", "runtime")
 EVAL_KEYS = ("iters", "samples", "batch_size", "halt_tol", "solver", "solver_max_iter", "solver_tol", "plots")
@@ -220,7 +220,7 @@ def _run_spec(index: int, values: dict[str, Any], varying: Sequence[str], probe_
 def _list_value_hint(values: Mapping[str, Any]) -> str:
     """A hint for a list-valued key (lr_milestones) that arrived as one item: in [axes] and
     [[include]] a list holds alternatives, so `lr_milestones = [12]` is the one run lr_milestones=12."""
-    listed = {f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.default, tuple)}
+    listed = sequence_fields(TrainConfig)
     keys = [k for k, v in values.items() if k in listed and not isinstance(v, (list, tuple))]
     if not keys:
         return ""

@@ -58,6 +58,11 @@ def options_of(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Option, Any]
             yield f, f.metadata[OPTION], hints[f.name]
 
 
+def sequence_fields(cls: type) -> tuple[str, ...]:
+    """The Option fields of `cls` whose value is a tuple (a list in JSON, TOML and on the command line)."""
+    return tuple(f.name for f, _, hint in options_of(cls) if typing.get_origin(_strip_none(hint)[0]) is tuple)
+
+
 def _strip_none(hint: Any) -> tuple[Any, bool]:
     """(hint without None, whether None is allowed)."""
     args = typing.get_args(hint)

@@ -31,6 +31,7 @@ def schoop_figure(runs: Sequence[RunRecord], label: Callable[[RunRecord], str], 
     for r in evaluated:
         levels += [str(lv["level"]) for lv in r.eval["levels"] if str(lv["level"]) not in levels]
     names = sorted({label(r) for r in evaluated})
+    styles = {name: _line_style(i) for i, name in enumerate(names)}
     ncol = min(len(names), 3)
     legend_h = 0.1 + 0.16 * -(-len(names) // ncol)  # inches: the legend's rows under the panels
     fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.2 + legend_h), dpi=110, squeeze=False)
@@ -43,7 +44,7 @@ def schoop_figure(runs: Sequence[RunRecord], label: Callable[[RunRecord], str], 
         for name, accs in curves.items():
             T = min(len(a) for a in accs)
             mean = [sum(a[t] for a in accs) / len(accs) for t in range(T)]
-            ax.plot(range(1, T + 1), mean, lw=1.3, label=name, **_line_style(names.index(name)))
+            ax.plot(range(1, T + 1), mean, lw=1.3, label=name, **styles[name])
         m = evaluated[0].train.get("train_iters")
         if m:
             ax.axvspan(1, m, color="0.9", zorder=0)
