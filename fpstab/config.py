@@ -348,7 +348,10 @@ class Runtime(HessianOptions):
         f"torch device: {DEVICE_FORMS}", checked_by="__post_init__", default_text="cuda if torch sees one, else cpu"))
     threads: int = field(default=1, metadata=option(
         "CPU threads for torch (1 is fastest on a busy machine, where more threads contend)", low=1))
-    compile: bool = field(default=False, metadata=option("torch.compile the loop step"))
+    compile: bool | None = field(default=None, metadata=option(
+        "torch.compile the loop step (eager again if compiling fails); --no-compile: eager",
+        default_text="auto: compiled on a CPU for runs of 1000+ steps where a C++ compiler works, "
+                     "else eager (fpstab.compile_step)"))
     activation_checkpointing: bool = field(default=False, metadata=option(
         "keep only each iteration's input state for backward and recompute the step (same gradients; "
         "~1/30 of the activation memory for one more forward per step)"))

@@ -35,7 +35,7 @@ A grid file is TOML (read with the standard library's tomllib):
     samples = 8
 
     [runtime]                   # options that change speed or memory, not results
-    compile = false
+    compile = false             # leave out for auto (fpstab.compile_step)
     activation_checkpointing = false
     loop_diagnostics_every = 10 # fpstab.loop_diagnostics records (0: off)
 
@@ -147,8 +147,7 @@ def parse_grid(spec: Mapping[str, Any], where: str = "grid") -> Grid:
     per_task = _task_tables(spec, where)
     eval_opts = _eval_options(_table(spec, "eval", where), where)
     probe_opts = _probe_options(_table(spec, "probe", where), where)
-    runtime = _table(spec, "runtime", where)
-    _check_keys(f"{where} [runtime]", runtime, RUNTIME_KEYS)
+    runtime = _runtime_options(_table(spec, "runtime", where), where)
     varying = [k for k in _varying_keys(combos) if k not in NAME_KEYS]
     runs = [_run_spec(i, {**base, **per_task.get(c.get("task", base.get("task", "prefix_sum")), {}), **c},
                       varying, probe_opts["levels"], where)
@@ -311,6 +310,16 @@ def _list_of_tables(spec: Mapping[str, Any], name: str, where: str) -> list[dict
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise GridError(f"{where}: [[{name}]] must be an array of tables")
     return value
+
+
+def _runtime_options(runtime: dict[str, Any], where: str) -> dict[str, Any]:
+    """[runtime] checked: known keys, true / false for the switches (compile absent: each run's auto choice)."""
+    _check_keys(f"{where} [runtime]", runtime, RUNTIME_KEYS)
+    for key in ("compile", "activation_checkpointing"):
+        if key in runtime and not isinstance(runtime[key], bool):
+            raise GridError(f"{where} [runtime] {key} = {runtime[key]!r}: must be true or false"
+                            + (" (leave it out for the run's auto choice)" if key == "compile" else ""))
+    return runtime
 
 
 def _check_keys(where: str, table: Mapping[str, Any], allowed: Sequence[str]) -> None:

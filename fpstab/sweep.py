@@ -154,9 +154,10 @@ def train_command(spec: RunSpec, run_dir: Path, opts: SweepOptions, grid: Grid) 
         cmd += ["--preset", spec.train["preset"]]
     if (run_dir / CONFIG_FILE).is_file():
         cmd.append("--resume")
-    for flag in ("compile", "activation_checkpointing"):
-        if grid.runtime.get(flag):
-            cmd.append("--" + flag.replace("_", "-"))
+    if grid.runtime.get("compile") is not None:  # absent: the run's auto choice
+        cmd.append("--compile" if grid.runtime["compile"] else "--no-compile")
+    if grid.runtime.get("activation_checkpointing"):
+        cmd.append("--activation-checkpointing")
     for key in ("log_every", "print_every", "loop_diagnostics_every"):
         if key in grid.runtime:
             cmd += ["--" + key.replace("_", "-"), str(grid.runtime[key])]

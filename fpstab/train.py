@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from fpstab.config import (
     train_level_for,
     with_defaults,
 )
+from fpstab.compile_step import CompileChoice, FallbackStep, choose_compile, find_fallback_step
 from fpstab.devices import resolve_device
 from fpstab.distributed import SINGLE, Ranks, data_parallel
 from fpstab.hessian_probe import HessianLog
@@ -221,6 +222,7 @@ class _Run:
     metrics: MetricsLog | None  # rank 0 only
     parallel: DataParallel | None = None  # the DistributedDataParallel loss when distributed
     shift: ShiftSchedule | None = None  # a SHIFT run's stage and criterion (fpstab.shift)
+    compiling: CompileChoice | None = None  # whether the step is compiled, and why
     step: int = 0
     elapsed_before: float = 0.0
     best_val: dict[str, float] | None = None
@@ -293,7 +295,9 @@ def _setup(cfg: TrainConfig, out: Path, runtime: Runtime, resume: bool, ranks: R
     core_cfg = core_config_for(cfg, task)
     say = print_flushed if ranks.is_main and not runtime.quiet else _silent
     ckpt = _checkpoint_to_resume(cfg, core_cfg, out, device, say) if resume else _refuse_existing_run(out)
-    core, optimizer, sampler, step_fn = build_training(cfg, core_cfg, runtime, device)
+    compiling = choose_compile(runtime.compile, device.type, cfg.total_steps)
+    core, optimizer, sampler, step_fn = build_training(cfg, core_cfg, replace(runtime, compile=compiling.compile),
+                                                       device)
     shift = ShiftSchedule.for_config(cfg)
     if shift is not None:
         shift.apply(core)  # the single_attn stage; _restore moves a resumed run to its stage
@@ -305,7 +309,8 @@ def _setup(cfg: TrainConfig, out: Path, runtime: Runtime, resume: bool, ranks: R
         out.mkdir(parents=True, exist_ok=True)
     run = _Run(cfg, runtime, out, ranks, device, resolve_precision(cfg.precision, device.type), task,
                train_level_for(cfg, task), core_cfg, core, optimizer, sampler, step_fn, looped, say,
-               MetricsLog(out / METRICS_FILE) if ranks.is_main else None, shift=shift)
+               MetricsLog(out / METRICS_FILE) if ranks.is_main else None, shift=shift, compiling=compiling)
+    _watch_compile_fallback(run)
     if ckpt is not None:
         _restore(run, ckpt)
     if ranks.distributed:
@@ -320,9 +325,22 @@ def _setup(cfg: TrainConfig, out: Path, runtime: Runtime, resume: bool, ranks: R
             f"delta2 {cfg.shift_delta2:g}, patience {cfg.shift_patience}), switch by step {shift.max_steps} at the latest")
     say(f"[train] {cfg.task} level {run.level} | {cfg.arch}+{cfg.norm} d{cfg.d_model} h{cfg.n_heads} | "
         f"{sum(p.numel() for p in core.parameters()):,} params | {cfg.grad_mode} loss, m={cfg.train_iters} | "
-        f"{device} {run.precision}{' compiled' if runtime.compile else ''}"
+        f"{device} {run.precision} {'compiled' if compiling.compile else 'eager'} ({compiling.reason})"
         f"{f' x{ranks.world} processes' if ranks.distributed else ''} | -> {out}")
     return run
+
+
+def _watch_compile_fallback(run: _Run) -> None:
+    """A compiled step that turns eager (fpstab.compile_step.FallbackStep) says so and records it."""
+    fallback = find_fallback_step(run.step_fn)
+    if fallback is None:
+        return
+
+    def fell_back(reason: str) -> None:
+        run.say(f"[train] step {run.step}: {reason}")
+        run.record({"kind": "compile_fallback", "step": run.step, "reason": reason})
+
+    fallback.on_fallback = fell_back
 
 
 def print_flushed(msg: str) -> None:
@@ -340,14 +358,16 @@ def _resolve_device(name: str, ranks: Ranks) -> torch.device:
 
 def build_training(cfg: TrainConfig, core_cfg: Any, runtime: Runtime,
                    device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator, StepFn]:
-    """The seeded core on `device`, its optimizer, the loss sampler and the step function to train."""
+    """The seeded core on `device`, its optimizer, the loss sampler and the step function to train
+    (compiled per `choose_compile(runtime.compile, ...)`, falling back to eager if compiling fails)."""
     from fpstab.architectures import build_core
 
     torch.manual_seed(cfg.seed)
     core = build_core(core_cfg).to(device)
     optimizer = make_optimizer(core, cfg)
     sampler = torch.Generator().manual_seed(cfg.seed + 7919)
-    step_fn: StepFn = torch.compile(core.step_from) if runtime.compile else core.step_from
+    compiling = choose_compile(runtime.compile, device.type, cfg.total_steps)
+    step_fn: StepFn = FallbackStep(core.step_from) if compiling.compile else core.step_from
     if runtime.activation_checkpointing:
         step_fn = checkpointed(step_fn)
     return core, optimizer, sampler, step_fn
@@ -419,6 +439,7 @@ def _write_config_record(run: _Run, started: bool) -> None:
     path = run.out / CONFIG_FILE
     old_runtime = {} if started or not path.is_file() else read_json(path).get("runtime", {})
     runtime = {**old_runtime, **run.runtime.persisted(), "precision": run.precision, "world_size": run.ranks.world,
+               **({"compiled": run.compiling.to_dict()} if run.compiling is not None else {}),
                "torch": torch.__version__, "fpstab": __version__, "python": sys.version.split()[0],
                **({"started": now} if started or "started" not in old_runtime else {"resumed": now})}
     cfg = run.cfg

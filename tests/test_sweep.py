@@ -13,7 +13,8 @@ import pytest
 
 from fpstab.cli import main
 from fpstab.grid import load_grid
-from fpstab.sweep import check_only, only_matches, parse_shard, shard_runs
+from fpstab.grid import parse_grid
+from fpstab.sweep import SweepOptions, check_only, only_matches, parse_shard, shard_runs, train_command
 
 SMOKE = Path(__file__).parent / "fixtures" / "grids" / "smoke.toml"
 REPO = Path(__file__).resolve().parent.parent
@@ -148,3 +149,13 @@ def test_an_interrupted_sweep_stops_at_once_and_starts_nothing_more(tmp_path, si
     assert read(first / "status.json")["state"] == "interrupted"
     assert read(first / "sweep.json")["state"] == "stopped"
     assert not (second / "config.json").exists()
+
+
+@pytest.mark.parametrize("runtime, flags", [({}, []), ({"compile": True}, ["--compile"]),
+                                            ({"compile": False}, ["--no-compile"]),
+                                            ({"activation_checkpointing": True}, ["--activation-checkpointing"])])
+def test_train_commands_pass_the_compile_choice_only_when_the_grid_makes_one(tmp_path, runtime, flags):
+    """Without [runtime] compile each run makes its own auto choice; true / false force it."""
+    g = parse_grid({"base": {"preset": "tiny"}, "runtime": runtime})
+    cmd = train_command(g.runs[0], tmp_path / "run", SweepOptions(), g)
+    assert [c for c in cmd if c in ("--compile", "--no-compile", "--activation-checkpointing")] == flags
