@@ -13,6 +13,7 @@ import sys
 from typing import NoReturn, Sequence
 
 from fpstab import __version__
+from fpstab.cpu_allocator import tune_malloc
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -23,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("fpstab.sweep", "train, evaluate and probe every run of a grid file (resumable)"),
     "report": ("fpstab.report", "markdown and HTML report of a results tree: accuracy, probes, correlations"),
 }
+
+TENSOR_COMMANDS = ("probe", "train", "eval")  # the ones whose loops allocate large CPU tensors
 
 
 class Parser(argparse.ArgumentParser):
@@ -56,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command in TENSOR_COMMANDS:
+        tune_malloc()  # process-wide, so here rather than in the library (fpstab.cpu_allocator)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

@@ -1,12 +1,13 @@
 """Whether a run compiles its loop step, and a compiled step that falls back to eager.
 
-`choose_compile` resolves the runtime's `compile` option: True or False as given, or, when it is
+`choose_compile` resolves the training runtime's `compile` option: True or False as given, or, when it is
 None ("auto"), compiled only where compiling was measured to pay: a CPU run of at least
 `AUTO_MIN_STEPS` optimizer steps on a machine with a working C++ compiler (inductor's CPU kernels
 are C++). Measured on a 2-core CPU (results/train_speed/README.md): the tiny prefix-sum preset
 (1,250 steps) trained in 0.86-0.87 of the eager time with compilation included, and compiling
 cost ~16 s of CPU against ~35 ms saved per step, so it breaks even near 460 steps. On a GPU the
-gain is not measured yet, so auto stays eager there.
+gain is not measured yet, so auto stays eager there. `choose_eval_compile` makes the choice for
+`fpstab eval`, where compiling did not pay on a CPU, so auto is eager there.
 
 `FallbackStep` calls the compiled step and, if the compiler fails (a `TorchDynamoException`:
 no C++ compiler, an inductor bug), runs the step eagerly from then on and reports why once.
@@ -54,6 +55,17 @@ def choose_compile(requested: bool | None, device_type: str, total_steps: int) -
     return CompileChoice(True, f"auto: a CPU run of {total_steps} >= {AUTO_MIN_STEPS} steps")
 
 
+def choose_eval_compile(requested: bool | None, device_type: str) -> CompileChoice:
+    """Whether `fpstab eval` compiles each level's iteration and its solver's step: `requested` wins;
+    None (auto) is eager. Measured on a 2-core CPU (results/train_speed/README.md), a compiled
+    evaluation at 256 and 512 tokens, d 128, took 1.05 of the eager wall time end to end, although
+    the iteration alone ran in 0.73-0.77 of eager's time in a loop of its own."""
+    if requested is not None:
+        return CompileChoice(requested, "--compile given" if requested else "--no-compile given")
+    return CompileChoice(False, f"auto: eager (compiled evaluation measured no faster on a CPU, "
+                                f"not measured on a GPU; on {device_type} pass --compile to try)")
+
+
 def cxx_compiler_problem() -> str | None:
     """None when inductor finds a working C++ compiler, else what is missing."""
     try:
@@ -69,28 +81,29 @@ def cxx_compiler_problem() -> str | None:
 
 
 class FallbackStep:
-    """A compiled step h' = fn(h, u) that turns eager for good when compiling fails.
+    """A compiled function (a loop step h' = fn(h, u), or one evaluation iteration) that turns eager
+    for good when compiling fails.
 
-    h: (B, n_tokens, d_model); u: the step's second argument, as for `fn`. `on_fallback(message)`
-    is called once, when the fallback happens (the run records it); set it after construction
-    if the recorder exists only later. `__wrapped__` is `fn`, so wrappers can be seen through.
+    Called with `fn`'s arguments, e.g. h: (B, n_tokens, d_model) and u, the step's second argument.
+    `compiled` defaults to torch.compile(fn). `on_fallback(message)` is called once, when the
+    fallback happens (the run records it); set it after construction if the recorder exists only
+    later. `__wrapped__` is `fn`, so wrappers can be seen through.
     """
 
-    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor],
-                 compiled: Callable[[Tensor, Tensor], Tensor] | None = None,
+    def __init__(self, fn: Callable[..., Any], compiled: Callable[..., Any] | None = None,
                  on_fallback: Callable[[str], None] | None = None) -> None:
         self.__wrapped__ = fn
         self.compiled = torch.compile(fn) if compiled is None else compiled
         self.on_fallback = on_fallback
         self.fallback: str | None = None  # why the step runs eagerly, once it does
 
-    def __call__(self, h: Tensor, u: Tensor) -> Tensor:
+    def __call__(self, *args: Any) -> Any:
         if self.fallback is not None:
-            return self.__wrapped__(h, u)
+            return self.__wrapped__(*args)
         try:
-            return self.compiled(h, u)
+            return self.compiled(*args)
         except torch._dynamo.exc.TorchDynamoException as err:
-            out = self.__wrapped__(h, u)  # an error of the step itself raises here, before any fallback
+            out = self.__wrapped__(*args)  # an error of the function itself raises here, before any fallback
             self._fall_back(err)
             return out
 

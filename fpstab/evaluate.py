@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from fpstab import __version__
+from fpstab.compile_step import CompileChoice, FallbackStep, choose_eval_compile
 from fpstab.devices import check_device_name, default_device, resolve_device
 from fpstab.runs import (
     EVAL_FILE,
@@ -51,34 +52,49 @@ from fpstab.shift import shift_note
 from fpstab.reports.run_files import EVAL_SCHEMA, EVAL_SCHEMA_VERSION
 
 
+Iteration = Callable[[Tensor, Tensor, Tensor, "Tensor | None"], tuple[Tensor, Tensor, Tensor, Tensor]]
+
+
+def eval_iteration(core: nn.Module, task: Any) -> Iteration:
+    """One scored iteration, (h, u, y, answers) -> (h_next, residual, correct, token_acc): h, h_next
+    (B, n_tokens, d_model); u = core.loop_input(e); y (B, n_tokens); answers as in `trajectory_metrics`;
+    residual (B,) ||h_next - h|| / ||h_next|| (inf if non-finite); correct (B,) bool; token_acc ().
+    One function, so that torch.compile can fuse the step with its scoring."""
+    tiny = torch.finfo(torch.float32).tiny
+
+    def iteration(h: Tensor, u: Tensor, y: Tensor, answers: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        nxt = core.step_from(h, u)
+        rel = (nxt - h).flatten(1).float().norm(dim=1) / (nxt.flatten(1).float().norm(dim=1) + tiny)
+        rel = torch.where(torch.isfinite(rel), rel, torch.full_like(rel, float("inf")))
+        logits = core.readout(nxt).float()
+        return nxt, rel, task.correct(logits, y, answers), task.token_accuracy(logits, y)
+
+    return iteration
+
+
 @torch.no_grad()
 def trajectory_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, iters: int,
-                       answers: Tensor | None = None) -> dict[str, Tensor]:
+                       answers: Tensor | None = None, iteration: Iteration | None = None) -> dict[str, Tensor]:
     """Run one batch for `iters` iterations and score every iteration.
 
     x: (B, n_tokens, in_dim); y: (B, n_tokens); answers: the batch's rows of
-    `TaskBatch.answers` (every answer the task accepts) or None.
+    `TaskBatch.answers` (every answer the task accepts) or None; iteration:
+    `eval_iteration(core, task)` (the default) or a compiled form of it.
     Returns (all on CPU):
         correct:   (iters, B) bool, exact match of readout(h_t), t = 1..iters
         token_acc: (iters,) float, the task's token accuracy over the batch
         residual:  (iters, B) float, ||h_t - h_{t-1}|| / ||h_t|| (inf if non-finite)
     """
+    iteration = eval_iteration(core, task) if iteration is None else iteration
     e = core.encode(x)
     h, u = core.init_state(e), core.loop_input(e)
     correct, token_acc, residual = [], [], []
-    tiny = torch.finfo(torch.float32).tiny
     # Everything stays on the device until the end: no host sync per iteration.
     for _ in range(iters):
-        nxt = core.step_from(h, u)
-        diff = (nxt - h).flatten(1).float().norm(dim=1)
-        size = nxt.flatten(1).float().norm(dim=1)
-        rel = diff / (size + tiny)
-        rel = torch.where(torch.isfinite(rel), rel, torch.full_like(rel, float("inf")))
-        logits = core.readout(nxt).float()
-        correct.append(task.correct(logits, y, answers))
-        token_acc.append(task.token_accuracy(logits, y))
+        h, rel, ok, acc = iteration(h, u, y, answers)
+        correct.append(ok)
+        token_acc.append(acc)
         residual.append(rel)
-        h = nxt
     return {"correct": torch.stack(correct).cpu(), "token_acc": torch.stack(token_acc).cpu(),
             "residual": torch.stack(residual).cpu()}
 
@@ -99,10 +115,12 @@ def halting_from_trajectory(correct: Tensor, residual: Tensor, tol: float) -> di
 
 @torch.no_grad()
 def solver_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, solver: str, max_iter: int,
-                   tol: float, answers: Tensor | None = None) -> dict[str, Any]:
+                   tol: float, answers: Tensor | None = None,
+                   step: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict[str, Any]:
     """Test-time fixed-point solve from h0 = init_state(encode(x)).
 
-    x: (B, n_tokens, in_dim); y: (B, n_tokens); answers: as in `trajectory_metrics`.
+    x: (B, n_tokens, in_dim); y: (B, n_tokens); answers: as in `trajectory_metrics`;
+    step: core.step_from (the default) or a compiled form of it.
     Returns per-batch counts:
     correct (B,) bool, nfe (int, evaluations of `step` on the batch),
     steps (B,) long (evaluation at which the sample reached tol; -1 never),
@@ -112,7 +130,8 @@ def solver_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, solver: str
 
     e = core.encode(x)
     h0, u = core.init_state(e), core.loop_input(e)
-    res = solve(lambda h: core.step_from(h, u), h0, solver=solver, max_iter=max_iter, tol=tol)
+    step_from = core.step_from if step is None else step
+    res = solve(lambda h: step_from(h, u), h0, solver=solver, max_iter=max_iter, tol=tol)
     logits = core.readout(res.state).float()
     return {"correct": task.correct(logits, y, answers).cpu(), "nfe": int(res.nfe), "steps": res.steps.cpu(),
             "converged": res.converged.cpu(), "diverged": res.diverged.cpu(), "failure": res.failure}
@@ -185,6 +204,7 @@ class EvalPlan:
     looped: bool
     train_iters: int
     data_cache: str | None = None
+    compile: bool | None = None  # None: auto, eager (fpstab.compile_step.choose_eval_compile)
 
     def halting(self) -> dict[str, Any] | None:
         """The halting settings a record names (None for a one-pass core)."""
@@ -206,6 +226,28 @@ def _one_pass_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, answers:
             "residual": torch.full((1, x.shape[0]), float("nan"))}
 
 
+@dataclass
+class _LevelFunctions:
+    """What one level iterates: the scored iteration and the solver's step, compiled or eager."""
+
+    iteration: Iteration
+    step: Callable[[Tensor, Tensor], Tensor]
+    choice: CompileChoice
+
+    @classmethod
+    def build(cls, core: nn.Module, task: Any, choice: CompileChoice) -> _LevelFunctions:
+        iteration, step = eval_iteration(core, task), core.step_from
+        if choice.compile:  # one graph per shape: levels differ in length, batches of a level do not
+            iteration = FallbackStep(iteration, torch.compile(iteration, dynamic=False))
+            step = FallbackStep(step, torch.compile(step, dynamic=False))
+        return cls(iteration, step, choice)
+
+    def record(self) -> dict[str, Any]:
+        """The level record's "compiled": the choice, its reason, and why it fell back to eager (or None)."""
+        fallbacks = [f.fallback for f in (self.iteration, self.step) if isinstance(f, FallbackStep) and f.fallback]
+        return {**self.choice.to_dict(), "fallback": fallbacks[0] if fallbacks else None}
+
+
 class _LevelTally:
     """Per-batch results of one level, merged into its record at the end."""
 
@@ -216,9 +258,9 @@ class _LevelTally:
                                     "failures": 0}
 
     def add_batch(self, core: nn.Module, task: Any, x: Tensor, y: Tensor, answers: Tensor | None,
-                  plan: EvalPlan) -> None:
+                  plan: EvalPlan, fns: _LevelFunctions) -> None:
         """Score one batch x (B, n_tokens, in_dim), y (B, n_tokens): trajectory, halting, solver."""
-        tr = (trajectory_metrics(core, task, x, y, plan.iters, answers) if plan.looped
+        tr = (trajectory_metrics(core, task, x, y, plan.iters, answers, fns.iteration) if plan.looped
               else _one_pass_metrics(core, task, x, y, answers))
         self.parts["correct"].append(tr["correct"])
         self.parts["residual"].append(tr["residual"])
@@ -228,7 +270,7 @@ class _LevelTally:
         for k, v in halting_from_trajectory(tr["correct"], tr["residual"], plan.halt_tol).items():
             self.halt[k].append(v)
         if plan.solver:
-            s = solver_metrics(core, task, x, y, plan.solver, plan.max_iter, plan.solver_tol, answers)
+            s = solver_metrics(core, task, x, y, plan.solver, plan.max_iter, plan.solver_tol, answers, fns.step)
             for k in ("correct", "steps", "converged", "diverged"):
                 self.sol[k].append(s[k])
             self.sol["nfe"] += s["nfe"] * x.shape[0]
@@ -267,12 +309,16 @@ def evaluate_level(core: nn.Module, task: Any, level: Any, plan: EvalPlan, devic
     """One level's entry of the eval record: `plan.samples` test samples of `level`, scored in batches."""
     t_level = time.perf_counter()
     data = task.make(level, plan.samples, plan.seed, cache_dir=plan.data_cache)
+    choice = (choose_eval_compile(plan.compile, device.type) if plan.looped
+              else CompileChoice(False, "one pass: nothing to iterate"))
+    fns = _LevelFunctions.build(core, task, choice)
     tally = _LevelTally()
     for start in range(0, plan.samples, plan.batch_size):
         rows = slice(start, start + plan.batch_size)
         answers = data.answers[rows].to(device) if data.answers is not None else None
-        tally.add_batch(core, task, data.inputs[rows].to(device), data.targets[rows].to(device), answers, plan)
+        tally.add_batch(core, task, data.inputs[rows].to(device), data.targets[rows].to(device), answers, plan, fns)
     rec = tally.record(level, data.grid, plan)
+    rec["compiled"] = fns.record()
     rec["wall_s"] = round(time.perf_counter() - t_level, 2)
     return rec
 
@@ -333,7 +379,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
                  halt_tol: float = 1e-3, solver: str | None = "anderson", solver_max_iter: int | None = None,
                  solver_tol: float = 1e-3, data_seed: int | None = None, checkpoint: str | Path | None = None,
                  data_cache: str | None = None, plots: bool = True, out: str | Path | None = None,
-                 quiet: bool = False) -> dict[str, Any]:
+                 quiet: bool = False, compile: bool | None = None) -> dict[str, Any]:
     """Evaluate a trained run; write and return the eval record.
 
     Args:
@@ -346,6 +392,8 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
             solver_max_iter defaults to T; solver_tol its relative-residual tol.
         data_seed: test data seed (default: the run's data_seed + 2).
         out: where eval.json goes (default: RUN/eval.json); plots go beside it.
+        compile: torch.compile each level's iteration and solver step (True), never (False),
+            or auto (None: eager, fpstab.compile_step.choose_eval_compile).
     Returns the record written to eval.json:
         {"schema": "fpstab.eval", "schema_version": 1, "fpstab", "created",
          "run_dir", "checkpoint", "checkpoint_step", "task", "arch", "norm",
@@ -360,7 +408,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
                      "solver": {"name", "max_iter", "tol", "accuracy", "nfe",
                                 "mean_steps_to_tol", "converged_fraction",
                                 "diverged_fraction", "failures"} | null,
-                     "wall_s"}],
+                     "compiled": {"compile", "reason", "fallback"}, "wall_s"}],
          "plots": [paths relative to the run dir], "wall_s"}
     """
     from fpstab.tasks import get_task
@@ -385,7 +433,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
     plan = EvalPlan(iters=T, samples=samples, batch_size=batch_size, halt_tol=halt_tol, solver=solver,
                     max_iter=solver_max_iter or T, solver_tol=solver_tol,
                     seed=cfg.data_seed + 2 if data_seed is None else data_seed, looped=looped,
-                    train_iters=cfg.train_iters, data_cache=data_cache)
+                    train_iters=cfg.train_iters, data_cache=data_cache, compile=compile)
     train_level = cfg.train_level if cfg.train_level is not None else ladder.train
     record = _record_header(run_dir, ckpt_path, ckpt_step, state, task_name, cfg, train_level, plan, dev)
     say(f"[eval] {run_dir} step {ckpt_step}: {task_name} {cfg.arch}+{cfg.norm}, levels {levels}, "
@@ -437,6 +485,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="eval JSON path (default: RUN/eval.json)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile each level's iteration and solver step, eager again if compiling fails "
+                             "(default: auto, eager: compiling measured no faster on a CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
@@ -456,6 +507,7 @@ def run(args: argparse.Namespace) -> int:
                  batch_size=args.batch_size, device=device, halt_tol=args.halt_tol,
                  solver=None if args.solver == "none" else args.solver, solver_max_iter=args.solver_max_iter,
                  solver_tol=args.solver_tol, data_seed=args.data_seed, checkpoint=args.checkpoint,
-                 data_cache=args.data_cache, plots=not args.no_plots, out=args.out, quiet=args.quiet)
+                 data_cache=args.data_cache, plots=not args.no_plots, out=args.out, quiet=args.quiet,
+                 compile=args.compile)
     return 0
 

@@ -29,6 +29,7 @@ A grid file is TOML (read with the standard library's tomllib):
     samples = 500
     solver = "anderson"         # or "none"
     plots = false               # skip eval's PNGs (the report draws its own)
+    compile = false             # eval's torch.compile (leave out for auto: eager)
 
     [probe]                     # options of `fpstab probe` for every run
     levels = ["train", "hardest"]
@@ -67,7 +68,8 @@ from fpstab.config import FIELDS, TrainConfig, core_config_for, resolve_config, 
 from fpstab.options import sequence_fields
 
 TABLES = ("base", "axes", "include", "exclude", "task", "eval", "probe", "runtime")
-EVAL_KEYS = ("iters", "samples", "batch_size", "halt_tol", "solver", "solver_max_iter", "solver_tol", "plots")
+EVAL_KEYS = ("iters", "samples", "batch_size", "halt_tol", "solver", "solver_max_iter", "solver_tol", "plots",
+             "compile")
 EVAL_SOLVERS = ("anderson", "broyden", "iterate", "none")
 PROBE_KEYS = ("levels", "samples", "iters", "tol", "solver", "dtype", "seed", "extra_args")
 RUNTIME_KEYS = ("compile", "activation_checkpointing", "log_every", "print_every", "loop_diagnostics_every")
@@ -264,8 +266,9 @@ def _eval_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
     for key in ("iters", "samples", "batch_size", "solver_max_iter"):
         if key in opts and (isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1):
             raise GridError(f"{where} [eval] {key} = {opts[key]!r}; allowed: an int >= 1")
-    if "plots" in opts and not isinstance(opts["plots"], bool):
-        raise GridError(f"{where} [eval] plots = {opts['plots']!r}; allowed: true or false")
+    for key in ("plots", "compile"):
+        if key in opts and not isinstance(opts[key], bool):
+            raise GridError(f"{where} [eval] {key} = {opts[key]!r}; allowed: true or false")
     for key in ("halt_tol", "solver_tol"):
         if key in opts and not (isinstance(opts[key], (int, float)) and opts[key] > 0):
             raise GridError(f"{where} [eval] {key} = {opts[key]!r}; allowed: a number > 0")

@@ -170,6 +170,8 @@ def eval_command(spec: RunSpec, run_dir: Path, opts: SweepOptions, grid: Grid) -
     for key, value in grid.eval.items():
         if key == "plots":
             cmd += [] if value else ["--no-plots"]
+        elif key == "compile":
+            cmd.append("--compile" if value else "--no-compile")
         else:
             cmd += ["--" + key.replace("_", "-"), str(value)]
     return cmd + _common(opts)

@@ -50,6 +50,7 @@ from fpstab.config import (
     with_defaults,
 )
 from fpstab.compile_step import CompileChoice, FallbackStep, choose_compile, find_fallback_step
+from fpstab.cpu_allocator import malloc_state
 from fpstab.devices import resolve_device
 from fpstab.distributed import SINGLE, Ranks, data_parallel
 from fpstab.hessian_probe import HessianLog
@@ -440,6 +441,7 @@ def _write_config_record(run: _Run, started: bool) -> None:
     old_runtime = {} if started or not path.is_file() else read_json(path).get("runtime", {})
     runtime = {**old_runtime, **run.runtime.persisted(), "precision": run.precision, "world_size": run.ranks.world,
                **({"compiled": run.compiling.to_dict()} if run.compiling is not None else {}),
+               "malloc": malloc_state(),
                "torch": torch.__version__, "fpstab": __version__, "python": sys.version.split()[0],
                **({"started": now} if started or "started" not in old_runtime else {"resumed": now})}
     cfg = run.cfg

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from fpstab import compile_step
-from fpstab.compile_step import AUTO_MIN_STEPS, FallbackStep, choose_compile, find_fallback_step
+from fpstab.compile_step import (
+    AUTO_MIN_STEPS,
+    FallbackStep,
+    choose_compile,
+    choose_eval_compile,
+    find_fallback_step,
+)
 from fpstab.config import Runtime, resolve_config
 from fpstab.protocol import checkpointed, check_step_fn
 from fpstab.runs import METRICS_FILE
@@ -32,6 +38,12 @@ def test_auto_compiles_only_long_cpu_runs_with_a_compiler(monkeypatch: pytest.Mo
     monkeypatch.setattr(compile_step, "cxx_compiler_problem", lambda: "no working C++ compiler")
     missing = choose_compile(None, "cpu", 10 * AUTO_MIN_STEPS)
     assert not missing.compile and "C++" in missing.reason
+
+
+def test_eval_compiles_only_when_asked() -> None:
+    assert choose_eval_compile(True, "cpu").compile and not choose_eval_compile(False, "cuda").compile
+    auto = choose_eval_compile(None, "cpu")
+    assert not auto.compile and auto.reason.startswith("auto: eager")
 
 
 def test_compiler_search_reports_a_missing_compiler(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from fpstab.reports.records import check_eval_record
 
 LEVEL_KEYS = {"level", "grid", "n_samples", "data_seed", "accuracy", "token_accuracy", "residual_median",
               "residual_p90", "final_accuracy", "best_accuracy", "best_iteration", "overthinking_penalty",
-              "accuracy_at_train_iters", "halting", "solver", "wall_s"}
+              "accuracy_at_train_iters", "halting", "solver", "compiled", "wall_s"}
 
 
 def _train(out: Path, **changes: object) -> Path:
@@ -44,6 +44,7 @@ def test_eval_record_schema_and_plots(run_dir: Path) -> None:
     assert [lv["level"] for lv in rec["levels"]] == ["16", "32"]
     for lv in rec["levels"]:
         assert set(lv) == LEVEL_KEYS
+        assert lv["compiled"]["compile"] is False and lv["compiled"]["reason"].startswith("auto: ")
         assert len(lv["accuracy"]) == len(lv["token_accuracy"]) == len(lv["residual_median"]) == 6
         acc = lv["accuracy"]
         assert lv["final_accuracy"] == pytest.approx(acc[-1])
@@ -149,3 +150,43 @@ def test_eval_of_a_diverged_run_says_so_and_records_it(run_dir: Path, tmp_path: 
     rec = evaluate_run(diverged, levels=["16"], iters=3, samples=4, plots=False)
     assert rec["run_state"] == {"state": "diverged", "step": 7, "reason": "non-finite loss at step 7"}
     assert "this run diverged at step 7" in capsys.readouterr().out
+
+
+def _same_scores(a: dict, b: dict) -> None:
+    for la, lb in zip(a["levels"], b["levels"], strict=True):
+        assert la["accuracy"] == lb["accuracy"] and la["halting"] == lb["halting"]
+        assert la["solver"]["accuracy"] == lb["solver"]["accuracy"] and la["solver"]["nfe"] == lb["solver"]["nfe"]
+        assert la["token_accuracy"] == pytest.approx(lb["token_accuracy"], abs=1e-6)
+        assert la["residual_median"] == pytest.approx(lb["residual_median"], rel=1e-4)
+
+
+def test_compiled_eval_scores_as_eager_does(run_dir: Path, tmp_path: Path) -> None:
+    """--compile (the iteration and the solver's step compiled per level) gives eager's accuracies, halting
+    and solver counts, and residuals to float32 rounding; the record says it compiled."""
+    kw = dict(levels=["16"], iters=8, samples=6, batch_size=6, solver="anderson", quiet=True, plots=False)
+    eager = evaluate_run(run_dir, out=tmp_path / "eager.json", compile=False, **kw)
+    compiled = evaluate_run(run_dir, out=tmp_path / "compiled.json", compile=True, **kw)
+    assert eager["levels"][0]["compiled"] == {"compile": False, "reason": "--no-compile given", "fallback": None}
+    assert compiled["levels"][0]["compiled"] == {"compile": True, "reason": "--compile given", "fallback": None}
+    _same_scores(eager, compiled)
+
+
+def test_eval_whose_compiler_fails_falls_back_to_eager(run_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._inductor import config
+    from torch._inductor.cpp_builder import cpp_compiler_search
+
+    kw = dict(levels=["16"], iters=5, samples=4, batch_size=4, solver="anderson", quiet=True, plots=False)
+    eager = evaluate_run(run_dir, out=tmp_path / "eager.json", compile=False, **kw)
+    monkeypatch.setattr(config.cpp, "cxx", ("/nonexistent/c++",))
+    monkeypatch.setattr(config, "fx_graph_cache", False)  # a cached kernel would skip the compiler
+    cpp_compiler_search.cache_clear()
+    torch._dynamo.reset()
+    try:
+        rec = evaluate_run(run_dir, out=tmp_path / "fallback.json", compile=True, **kw)
+    finally:
+        cpp_compiler_search.cache_clear()
+        torch._dynamo.reset()
+    compiled = rec["levels"][0]["compiled"]
+    assert compiled["compile"] is True and "torch.compile failed" in compiled["fallback"]
+    _same_scores(eager, rec)

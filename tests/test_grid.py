@@ -59,6 +59,7 @@ def test_task_tables_set_levels_and_keys_per_task():
     ({"task": {"go": {}}}, r"\[task\]: unknown key\(s\) \['go'\]"),
     ({"axes": {"train_level": ["32", 32]}}, r"listed twice"),
     ({"axes": {"arch": ["no_recall"]}, "exclude": [{"arch": "no_recall"}]}, r"no runs"),
+    ({"eval": {"compile": "yes"}}, r"\[eval\] compile = 'yes'; allowed: true or false"),
     ({"runtime": {"compile": "auto"}}, r"\[runtime\] compile = 'auto': must be true or false \(leave it out"),
     ({"runtime": {"activation_checkpointing": 1}}, r"activation_checkpointing = 1: must be true or false"),
 ])

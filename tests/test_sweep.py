@@ -14,7 +14,7 @@ import pytest
 from fpstab.cli import main
 from fpstab.grid import load_grid
 from fpstab.grid import parse_grid
-from fpstab.sweep import SweepOptions, check_only, only_matches, parse_shard, shard_runs, train_command
+from fpstab.sweep import SweepOptions, check_only, eval_command, only_matches, parse_shard, shard_runs, train_command
 
 SMOKE = Path(__file__).parent / "fixtures" / "grids" / "smoke.toml"
 REPO = Path(__file__).resolve().parent.parent
@@ -159,3 +159,11 @@ def test_train_commands_pass_the_compile_choice_only_when_the_grid_makes_one(tmp
     g = parse_grid({"base": {"preset": "tiny"}, "runtime": runtime})
     cmd = train_command(g.runs[0], tmp_path / "run", SweepOptions(), g)
     assert [c for c in cmd if c in ("--compile", "--no-compile", "--activation-checkpointing")] == flags
+
+
+@pytest.mark.parametrize("opts, flags", [({}, []), ({"compile": True}, ["--compile"]),
+                                         ({"compile": False}, ["--no-compile"])])
+def test_eval_commands_pass_the_compile_choice_only_when_the_grid_makes_one(tmp_path, opts, flags):
+    g = parse_grid({"base": {"preset": "tiny"}, "eval": opts})
+    cmd = eval_command(g.runs[0], tmp_path / "run", SweepOptions(), g)
+    assert [c for c in cmd if c in ("--compile", "--no-compile")] == flags
