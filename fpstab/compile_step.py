@@ -58,9 +58,8 @@ def choose_compile(requested: bool | None, device_type: str, total_steps: int) -
 def choose_eval_compile(requested: bool | None, device_type: str) -> CompileChoice:
     """Whether `fpstab eval` compiles each level's iteration and its solver's step: `requested` wins;
     None (auto) is eager. Measured on a 2-core CPU (results/train_speed/README.md), a compiled
-    evaluation at 256 and 512 tokens, d 128, took 1.03-1.05 of the eager wall time end to end and
-    peaked at 12-13 GB of memory against 2-3 GB, although the iteration alone ran in 0.73-0.77 of
-    eager's time in a loop of its own."""
+    evaluation at 256 and 512 tokens, d 128, took 0.96-1.05 of the eager wall time end to end
+    (3 pairs), although the iteration alone ran in 0.73-0.77 of eager's time in a loop of its own."""
     if requested is not None:
         return CompileChoice(requested, "--compile given" if requested else "--no-compile given")
     return CompileChoice(False, f"auto: eager (compiled evaluation measured no faster on a CPU, "

@@ -6,7 +6,8 @@ the MLP's hidden activation alone is 105 MB). glibc serves blocks above its mmap
 fresh zeroed pages: measured on a 2-core CPU, an eager `fpstab eval` at 512 bits spent 20.6 s of
 its 77 s in the kernel (8.0 M minor page faults). `tune_malloc` raises the mmap threshold to
 1 GiB, so such blocks come from the heap and are reused, and keeps up to 256 MiB of free heap
-top instead of trimming it at once (results/train_speed/README.md has the measurements).
+top instead of trimming it at once. The eager evaluation above then took 0.71-0.74 of its wall time;
+with the Anderson solver its peak memory about doubled (results/train_speed/README.md).
 
 Only glibc on Linux; anywhere else, or with FPSTAB_MALLOC=default in the environment, nothing
 changes. The setting is process-wide, so the command line applies it (`fpstab.cli`), not the library.
