@@ -43,7 +43,7 @@ class CompileChoice:
 def choose_compile(requested: bool | None, device_type: str, total_steps: int) -> CompileChoice:
     """Resolve the `compile` option: `requested` True / False wins; None is auto (module docstring)."""
     if requested is not None:
-        return CompileChoice(requested, "--compile given" if requested else "--no-compile given")
+        return _given(requested)
     if device_type != "cpu":
         return CompileChoice(False, f"auto: compiling is not measured on {device_type} yet (pass --compile to try)")
     if total_steps < AUTO_MIN_STEPS:
@@ -61,9 +61,13 @@ def choose_eval_compile(requested: bool | None, device_type: str) -> CompileChoi
     evaluation at 256 and 512 tokens, d 128, took 0.96-1.05 of the eager wall time end to end
     (3 pairs), although the iteration alone ran in 0.73-0.77 of eager's time in a loop of its own."""
     if requested is not None:
-        return CompileChoice(requested, "--compile given" if requested else "--no-compile given")
+        return _given(requested)
     return CompileChoice(False, f"auto: eager (compiled evaluation measured no faster on a CPU, "
                                 f"not measured on a GPU; on {device_type} pass --compile to try)")
+
+
+def _given(requested: bool) -> CompileChoice:
+    return CompileChoice(requested, "--compile given" if requested else "--no-compile given")
 
 
 def cxx_compiler_problem() -> str | None:

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -297,8 +297,7 @@ def _setup(cfg: TrainConfig, out: Path, runtime: Runtime, resume: bool, ranks: R
     say = print_flushed if ranks.is_main and not runtime.quiet else _silent
     ckpt = _checkpoint_to_resume(cfg, core_cfg, out, device, say) if resume else _refuse_existing_run(out)
     compiling = choose_compile(runtime.compile, device.type, cfg.total_steps)
-    core, optimizer, sampler, step_fn = build_training(cfg, core_cfg, replace(runtime, compile=compiling.compile),
-                                                       device)
+    core, optimizer, sampler, step_fn = build_training(cfg, core_cfg, runtime, device, compiling)
     shift = ShiftSchedule.for_config(cfg)
     if shift is not None:
         shift.apply(core)  # the single_attn stage; _restore moves a resumed run to its stage
@@ -357,17 +356,19 @@ def _resolve_device(name: str, ranks: Ranks) -> torch.device:
     return resolve_device(ranks.device(name))
 
 
-def build_training(cfg: TrainConfig, core_cfg: Any, runtime: Runtime,
-                   device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator, StepFn]:
+def build_training(cfg: TrainConfig, core_cfg: Any, runtime: Runtime, device: torch.device,
+                   compiling: CompileChoice | None = None,
+                   ) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator, StepFn]:
     """The seeded core on `device`, its optimizer, the loss sampler and the step function to train
-    (compiled per `choose_compile(runtime.compile, ...)`, falling back to eager if compiling fails)."""
+    (compiled per `compiling`, by default `choose_compile(runtime.compile, ...)`, falling back to
+    eager if compiling fails)."""
     from fpstab.architectures import build_core
 
     torch.manual_seed(cfg.seed)
     core = build_core(core_cfg).to(device)
     optimizer = make_optimizer(core, cfg)
     sampler = torch.Generator().manual_seed(cfg.seed + 7919)
-    compiling = choose_compile(runtime.compile, device.type, cfg.total_steps)
+    compiling = compiling or choose_compile(runtime.compile, device.type, cfg.total_steps)
     step_fn: StepFn = FallbackStep(core.step_from) if compiling.compile else core.step_from
     if runtime.activation_checkpointing:
         step_fn = checkpointed(step_fn)

@@ -43,3 +43,21 @@ def host_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         monkeypatch.setattr(torch.Tensor, name, spy)
     return calls
+
+
+@pytest.fixture
+def no_cxx_compiler():
+    """Inductor pointed at a C++ compiler that does not exist, through its own `config.patch`
+    (pytest's monkeypatch can delete a torch config entry on undo), with the FX graph cache off
+    (a cached kernel would skip the compiler) and dynamo's compiled code dropped on both sides."""
+    from torch._inductor import config
+    from torch._inductor.cpp_builder import cpp_compiler_search
+
+    cpp_compiler_search.cache_clear()
+    torch._dynamo.reset()
+    try:
+        with config.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}):
+            yield
+    finally:
+        cpp_compiler_search.cache_clear()
+        torch._dynamo.reset()

@@ -46,16 +46,8 @@ def test_eval_compiles_only_when_asked() -> None:
     assert not auto.compile and auto.reason.startswith("auto: eager")
 
 
-def test_compiler_search_reports_a_missing_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
-    from torch._inductor import config
-    from torch._inductor.cpp_builder import cpp_compiler_search
-
-    cpp_compiler_search.cache_clear()
-    monkeypatch.setattr(config.cpp, "cxx", ("/nonexistent/c++",))
-    try:
-        problem = compile_step.cxx_compiler_problem()
-    finally:
-        cpp_compiler_search.cache_clear()
+def test_compiler_search_reports_a_missing_compiler(no_cxx_compiler: None) -> None:
+    problem = compile_step.cxx_compiler_problem()
     assert problem is not None and "C++ compiler" in problem
 
 
@@ -94,24 +86,12 @@ def test_wrappers_are_seen_through() -> None:
         check_step_fn(core, checkpointed(FallbackStep(core.step)))
 
 
-def test_a_run_whose_compiler_fails_trains_eagerly_and_records_why(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_whose_compiler_fails_trains_eagerly_and_records_why(tmp_path: Path, no_cxx_compiler: None) -> None:
     """--compile on a machine without a working C++ compiler: the run completes, eagerly, with
     a compile_fallback record; config.json says the step was meant to be compiled and why."""
-    from torch._inductor import config
-    from torch._inductor.cpp_builder import cpp_compiler_search
-
-    monkeypatch.setattr(config.cpp, "cxx", ("/nonexistent/c++",))
-    monkeypatch.setattr(config, "fx_graph_cache", False)  # a cached kernel would skip the compiler
-    cpp_compiler_search.cache_clear()
-    torch._dynamo.reset()
     cfg = resolve_config(None, dict(task="prefix_sum", arch="standard_recall", norm="outer", d_model=16, n_heads=2,
                                     n_train=16, n_val=8, batch_size=8, epochs=1, train_iters=2, train_level="16"))
-    try:
-        result = train(cfg, tmp_path / "run", Runtime(quiet=True, compile=True))
-    finally:
-        cpp_compiler_search.cache_clear()
-        torch._dynamo.reset()
+    result = train(cfg, tmp_path / "run", Runtime(quiet=True, compile=True))
     assert result.state == "completed"
     records = [json.loads(line) for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()]
     fallbacks = [r for r in records if r["kind"] == "compile_fallback"]
