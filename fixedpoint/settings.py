@@ -37,6 +37,11 @@ class ProbeSettings:
     gmres_restarts: int = 10
     inverse_steps: int = 20  # Golub-Kahan steps on (I - J)^-1 for sigma_min
     seed: int = 0  # directions, random starts, Krylov starts, the loss direction
+    # Run the solves that describe a fixed point (sigma_min of I - J, the IFT and implicit-gradient
+    # GMRES, the finite-difference re-solves) even when too few samples reach an attracting fixed
+    # point, so that the verdict is already decided. Off by default: there those solves describe no
+    # fixed point the model reaches, rarely converge, and can cost 20 times the rest of the probe.
+    always_solve: bool = False
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
@@ -59,6 +64,8 @@ class ProbeSettings:
                 raise ValueError(f"{key}={value!r} must be a finite number > 0")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed={self.seed!r} must be an int")
+        if not isinstance(self.always_solve, bool):
+            raise ValueError(f"always_solve={self.always_solve!r} must be a bool")
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ DTYPES = ("float32", "float64")
 HELD_OUT_OFFSET = 3  # data seed offset of probe inputs from a run's data_seed (train 0, val 1, eval 2)
 # ProbeSettings fields set from the command line (flag = --field-name).
 SETTING_FLAGS = ("iters", "tol", "solver", "solver_iters", "fd_eps", "grad_steps", "krylov_steps",
-                 "krylov_restarts", "gmres_steps", "gmres_restarts", "inverse_steps")
+                 "krylov_restarts", "gmres_steps", "gmres_restarts", "inverse_steps", "always_solve")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     knobs.add_argument("--gmres-restarts", type=int, default=d.gmres_restarts, help=f"(default: {d.gmres_restarts})")
     knobs.add_argument("--inverse-steps", type=int, default=d.inverse_steps,
                        help=f"Golub-Kahan steps on (I - J)^-1 for sigma_min (default: {d.inverse_steps})")
+    knobs.add_argument("--always-solve", dest="always_solve", action="store_true",
+                       help="run the fixed-point solves (sigma_min of I - J, the IFT and implicit-gradient GMRES, "
+                       "finite differences) even when too few samples reach an attracting fixed point; by default "
+                       "they are left out there, since the verdict is already decided and on a loop that does not "
+                       "converge they run to their limits")
 
 
 def settings_from(args: argparse.Namespace) -> Any:

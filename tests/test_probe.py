@@ -54,6 +54,56 @@ def test_a_repelling_fixed_point_does_not_pass_input_dependence() -> None:
         assert verdict.status == "fail" and "repelling" in verdict.reason, axis
 
 
+class CountingSteps(nn.Module):
+    """A core whose step calls are counted (each JVP, VJP or loop step is one call)."""
+
+    def __init__(self, core: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = core, 0
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.inner.encode(x)
+
+    def init_state(self, e: Tensor) -> Tensor:
+        return self.inner.init_state(e)
+
+    def step(self, h: Tensor, e: Tensor) -> Tensor:
+        self.calls += 1
+        return self.inner.step(h, e)
+
+    def readout(self, h: Tensor) -> Tensor:
+        return self.inner.readout(h)
+
+
+def test_without_an_attracting_fixed_point_the_solves_are_left_out_and_the_verdicts_kept() -> None:
+    x = one_hot_bits(3, 6, 0)
+    lean, full = CountingSteps(small_core("standard_recall", seed=0)), CountingSteps(small_core("standard_recall", seed=0))
+    skipped = probe(lean, x, iters=200, tol=1e-9)
+    solved = probe(full, x, iters=200, tol=1e-9, always_solve=True)
+    assert "attracting" not in skipped.axes["reachability"].figures["fixed_point_status"].per_sample
+    assert skipped.verdicts() == solved.verdicts() and skipped.verdicts()["geometry"] == "fail"
+    for axis in ("input_dependence", "geometry"):
+        assert skipped.axes[axis].verdict == solved.axes[axis].verdict, axis
+        assert "skipped" in skipped.axes[axis].figures and "skipped" not in solved.axes[axis].figures, axis
+    geo, dep = skipped.axes["geometry"], skipped.axes["input_dependence"]
+    assert "sigma_min" not in geo.estimates and "sigma_min" in solved.axes["geometry"].estimates
+    assert "ift_solve" not in dep.estimates and "ift_solve" in solved.axes["input_dependence"].estimates
+    assert "sigma_max" in geo.figures and "grad_growth" in geo.figures and "je_norm" in dep.figures
+    assert lean.calls < full.calls, (lean.calls, full.calls)  # 602 against 988 here, where the solves converge
+    assert skipped.settings["always_solve"] is False and solved.settings["always_solve"] is True
+    assert "--always-solve" in format_probe(skipped.to_dict())
+
+
+def test_with_an_attracting_fixed_point_always_solve_changes_nothing() -> None:
+    x = one_hot_bits(3, 6, 0)
+    plain = probe(small_core("standard_recall", seed=2), x, iters=300, tol=1e-9, axes=["geometry"])
+    forced = probe(small_core("standard_recall", seed=2), x, iters=300, tol=1e-9, axes=["geometry"],
+                   always_solve=True)
+    assert plain.axes["geometry"].verdict == forced.axes["geometry"].verdict
+    assert plain.axes["geometry"].figures == forced.axes["geometry"].figures
+    assert "skipped" not in plain.axes["geometry"].figures and "sigma_min" in plain.axes["geometry"].estimates
+
+
 def test_too_small_a_krylov_budget_makes_verdicts_undetermined() -> None:
     core = small_core("internal_recall", seed=1)
     report = probe(core, one_hot_bits(3, 6, 0), iters=200, krylov_steps=2, krylov_restarts=1, inverse_steps=1,
@@ -170,6 +220,7 @@ def test_one_pass_baselines_and_bad_settings_are_refused() -> None:
     core, x = small_core("no_recall"), one_hot_bits(2, 4, 0)
     for kwargs, message in [({"krylov_steps": 1}, "krylov_steps"), ({"starts": ("default",)}, "starts"),
                             ({"growth_window": 40}, "growth_window"), ({"krylov_dim": 3}, "unknown probe settings"),
+                            ({"always_solve": 1}, "always_solve"),
                             ({"axes": ["speed"]}, "unknown axes")]:
         with pytest.raises(ValueError, match=message):
             probe(core, x, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import fpstab.outputs
 import fpstab.probe_command
 from fpstab.cli import main
 from fpstab.fixedpoint import SCHEMA_VERSION, probe, probe_record
+from fpstab.probe_command import add_arguments, settings_from
 from fpstab.reports.probe_table import probe_summary_table
 from fpstab.reports.records import check_probe_record, load_probe, probe_summaries
 from fpstab.runs import last_checkpoint_path, load_checkpoint, save_checkpoint, write_status
@@ -47,6 +49,7 @@ def test_cli_probe_prints_every_axis_and_writes_the_record(tmp_path, capsys) -> 
     assert record["schema"] == SCHEMA_VERSION and len(record["probes"]) == 1
     entry = record["probes"][0]
     assert entry["map"]["arch"] == "internal_recall" and entry["settings"]["iters"] == 60
+    assert entry["settings"]["always_solve"] is False
     assert entry["inputs"]["data_seed"] == 0 and entry["inputs"]["held_out"] is False  # --seed 0, fresh core
     rho = entry["axes"]["reachability"]["estimates"]["spectral_radius"]
     assert len(rho["value"]) == len(rho["converged"]) == len(rho["error"]) == 3 and rho["products"] > 0
@@ -120,6 +123,13 @@ def test_cli_probe_json_in_a_folder_it_cannot_write_is_refused(tmp_path, monkeyp
     finally:
         folder.chmod(0o700)
     assert f"cannot write in {folder} (Permission denied)" in capsys.readouterr().err
+
+
+def test_cli_probe_always_solve_reaches_the_settings() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert settings_from(parser.parse_args(["--always-solve"])).always_solve is True
+    assert settings_from(parser.parse_args([])).always_solve is False
 
 
 def test_cli_probe_arguments_are_checked_before_torch_loads() -> None:

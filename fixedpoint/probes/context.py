@@ -19,7 +19,7 @@ from torch import Tensor
 
 from fpstab.fixedpoint.estimate import Estimate
 from fpstab.fixedpoint.linalg import jvp_operator, vjp_operator
-from fpstab.fixedpoint.probes.records import Thresholds
+from fpstab.fixedpoint.probes.records import Thresholds, Verdict, fixed_point_verdict
 from fpstab.fixedpoint.settings import ProbeSettings
 from fpstab.fixedpoint.solvers import SolveResult, solve
 from fpstab.fixedpoint.spectra import largest_singular_value, smallest_singular_value, spectral_radius
@@ -161,6 +161,21 @@ class ProbeContext:
             else:
                 out.append("not reached")
         return out
+
+    @cached_property
+    def gate(self) -> Verdict | None:
+        """The verdict the fixed points alone decide, for every axis that needs
+        one: too few samples reach an attracting fixed point (and why); None
+        when enough do."""
+        return fixed_point_verdict(self.fixed_point_status, self.spectral_radius.value,
+                                   self.thresholds.converged_share)
+
+    @property
+    def skips_solves(self) -> bool:
+        """True when the axes leave out their fixed-point solves (sigma_min of
+        I - J, the IFT and implicit-gradient GMRES, finite differences): the
+        gate has decided the verdict and `always_solve` is off."""
+        return self.gate is not None and not self.settings.always_solve
 
     @cached_property
     def attracting(self) -> Tensor:

@@ -8,7 +8,9 @@ steps, its per-step growth over the whole run and over the worst window.
 The implicit (IFT at h*) parameter gradient against what training computes:
 k unrolled steps from the detached h*, on the step's own parameters only
 (readout and encoder gradients agree trivially). Weight spectra when the
-core exposes its matrices.
+core exposes its matrices. Where too few samples reach an attracting fixed
+point the verdict says so, and sigma_min and the implicit gradient (GMRES
+solves) are left out unless `always_solve` asks for them.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from fpstab.fixedpoint.probes.records import (
     Figure,
     Verdict,
     estimate_entry,
-    fixed_point_verdict,
     per_sample,
+    skipped_solves,
     unconverged_verdict,
 )
 
@@ -128,29 +130,40 @@ def weight_spectra(core: object) -> dict[str, float]:
     return out
 
 
+# What the geometry axis leaves out when the fixed-point gate decides its verdict.
+GEOMETRY_SOLVES = ("sigma_min(I - dF/dh)", "cond(I - dF/dh)", "implicit vs unrolled gradient")
+
+
 def geometry(ctx: ProbeContext) -> AxisReport:
     s = ctx.settings
-    smin, smax, jnorm = ctx.sigma_min, ctx.sigma_max, ctx.jacobian_norm
+    smax, jnorm = ctx.sigma_max, ctx.jacobian_norm
     norms, whole, worst = gradient_growth(ctx)
-    cos, rel, backward = implicit_vs_unrolled(ctx)
     figures = {
-        "sigma_min": per_sample("sigma_min(I - dF/dh)", smin.value),
         "sigma_max": per_sample("sigma_max(I - dF/dh)", smax.value),
-        "cond": per_sample("cond(I - dF/dh)", smax.value.double().cpu() / smin.value.double().cpu().clamp_min(1e-300)),
         "jacobian_norm": per_sample("|dF/dh|_2", jnorm.value),
         "grad_norm_trace": Figure(f"median |dL/dh_t|, t = 1..{s.grad_steps + 1}",
                                   value=norms.median(dim=0).values.tolist()),
         "grad_growth": per_sample(f"grad growth per step from h_1 (k={s.grad_steps})", whole),
         "grad_growth_worst": per_sample(f"worst growth per step over the last m >= {s.growth_window} steps", worst),
-        "grad_cosine": Figure(f"implicit vs {s.grad_steps}-step unrolled grad cosine (step params)", value=cos),
-        "grad_rel_diff": Figure("implicit vs unrolled grad relative difference", value=rel),
         "weights": Figure("weight spectra", value=weight_spectra(ctx.core)),
     }
     estimates = {
-        "sigma_min": estimate_entry("sigma_min(I - dF/dh) at h*", smin),
         "sigma_max": estimate_entry("sigma_max(I - dF/dh) at h*", smax),
         "jacobian_norm": estimate_entry("|dF/dh|_2 at h*", jnorm),
     }
+    if ctx.skips_solves:
+        figures["skipped"] = skipped_solves(GEOMETRY_SOLVES)
+        return AxisReport("geometry", "Geometry (backprop)", ctx.gate, figures, estimates)
+    smin = ctx.sigma_min
+    cos, rel, backward = implicit_vs_unrolled(ctx)
+    figures = {
+        "sigma_min": per_sample("sigma_min(I - dF/dh)", smin.value),
+        "cond": per_sample("cond(I - dF/dh)", smax.value.double().cpu() / smin.value.double().cpu().clamp_min(1e-300)),
+        **figures,
+        "grad_cosine": Figure(f"implicit vs {s.grad_steps}-step unrolled grad cosine (step params)", value=cos),
+        "grad_rel_diff": Figure("implicit vs unrolled grad relative difference", value=rel),
+    }
+    estimates = {"sigma_min": estimate_entry("sigma_min(I - dF/dh) at h*", smin), **estimates}
     if backward is not None:
         estimates["implicit_backward"] = estimate_entry("GMRES for (I - J^T) y = dL/dz", backward)
     verdict = _verdict(ctx, worst, cos, backward)
@@ -159,9 +172,8 @@ def geometry(ctx: ProbeContext) -> AxisReport:
 
 def _verdict(ctx: ProbeContext, worst: Tensor, cos: float | None, backward: Estimate | None) -> Verdict:
     t = ctx.thresholds
-    gate = fixed_point_verdict(ctx.fixed_point_status, ctx.spectral_radius.value, t.converged_share)
-    if gate is not None:
-        return gate
+    if ctx.gate is not None:
+        return ctx.gate
     usable = ctx.attracting
     smin = ctx.sigma_min
     undetermined = unconverged_verdict(

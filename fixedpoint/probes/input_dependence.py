@@ -8,7 +8,9 @@ change it induces in the readout; the central finite difference from
 re-solves at e +- eps u (the loop warm-started at h*), used only where both re-solves
 converged and accurate enough; the number of distinct fixed points and readouts in the batch.
 A `no_recall` core is an autonomous map, J_e = 0 by construction: the report
-says so and estimates nothing.
+says so and estimates nothing. Where too few samples reach an attracting fixed
+point the verdict says so, and the solves (IFT, finite differences) are left
+out unless `always_solve` asks for them.
 """
 
 from __future__ import annotations
@@ -29,14 +31,17 @@ from fpstab.fixedpoint.probes.records import (
     Figure,
     Verdict,
     estimate_entry,
-    fixed_point_verdict,
     per_sample,
+    skipped_solves,
     unconverged_verdict,
 )
 from fpstab.fixedpoint.solvers import solve
 
 AUTONOMOUS_NOTE = ("autonomous map: J_e = dF/de = 0 by construction (no recall); x selects only the start h0 and "
                    "so the basin, never the fixed point's position")
+INJECTION_NOTE = "J_e != 0: the fixed point moves with the input (IFT: dh*/de = (I - J_h)^-1 J_e)"
+# What the axis leaves out when the fixed-point gate decides its verdict.
+INPUT_SOLVES = ("IFT dh*/de u and its error bound", "readout gain", "finite-difference cross-check")
 
 
 def implicit_input_jacobian(
@@ -111,7 +116,11 @@ def input_dependence(ctx: ProbeContext) -> AxisReport:
     if getattr(ctx.core, "has_input_injection", None) is False or bool((je_norm == 0).all()):
         verdict = Verdict("fail", "autonomous map: J_e = 0, no input-dependence through the map")
         return AxisReport("input_dependence", "Input-dependence", verdict, figures, note=AUTONOMOUS_NOTE)
+    if ctx.skips_solves:
+        figures["skipped"] = skipped_solves(INPUT_SOLVES)
+        return AxisReport("input_dependence", "Input-dependence", ctx.gate, figures, note=INJECTION_NOTE)
     return _with_injection(ctx, u, figures)
+
 
 
 def _with_injection(ctx: ProbeContext, u: Tensor, figures: dict[str, Figure]) -> AxisReport:
@@ -134,8 +143,7 @@ def _with_injection(ctx: ProbeContext, u: Tensor, figures: dict[str, Figure]) ->
     estimates = {"ift_solve": estimate_entry("GMRES for (I - J_h) w = J_e u", ift),
                  "fd_solve": estimate_entry("loop re-solves at e +- eps u (from h*)", fd_solve)}
     verdict = _verdict(ctx, ift, bound, figures, fd_ok)
-    note = "J_e != 0: the fixed point moves with the input (IFT: dh*/de = (I - J_h)^-1 J_e)"
-    return AxisReport("input_dependence", "Input-dependence", verdict, figures, estimates, note)
+    return AxisReport("input_dependence", "Input-dependence", verdict, figures, estimates, INJECTION_NOTE)
 
 
 def ift_error_bound(ift: Estimate, sigma_min: Estimate) -> Tensor:
@@ -187,9 +195,8 @@ def _finite_difference(ctx: ProbeContext, u: Tensor) -> tuple[Tensor, Tensor, Te
 
 def _verdict(ctx: ProbeContext, ift: Estimate, bound: Tensor, figures: dict[str, Figure], fd_ok: Tensor) -> Verdict:
     t = ctx.thresholds
-    gate = fixed_point_verdict(ctx.fixed_point_status, ctx.spectral_radius.value, t.converged_share)
-    if gate is not None:
-        return gate
+    if ctx.gate is not None:
+        return ctx.gate
     usable = ctx.attracting
     solved = Estimate.checked(ift.value, torch.minimum(ift.error.cpu().double(), bound), t.ift_error,
                               ift.products, ift.method, "relative residual, or error bound where smaller")

@@ -95,6 +95,13 @@ class AxisReport:
     seconds: float = 0.0
 
 
+def skipped_solves(names: Sequence[str]) -> Figure:
+    """The figure that lists what an axis left out because the fixed-point
+    gate had decided its verdict (no attracting fixed point to describe)."""
+    return Figure("not computed: no attracting fixed point to describe (--always-solve computes them)",
+                  value=list(names))
+
+
 def estimate_entry(label: str, est: Estimate) -> dict[str, Any]:
     """An estimate as an axis stores it: its record and what it is."""
     return {"label": label, **est.record()}
