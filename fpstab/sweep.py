@@ -108,13 +108,22 @@ def run_status(run_dir: Path) -> dict[str, Any]:
 
 
 def eval_is_current(run_dir: Path, levels: Sequence[str], final_step: int | None) -> bool:
-    """True when RUN/eval.json covers `levels` at the final checkpoint's step."""
+    """True when RUN/eval.json covers `levels` at the final checkpoint's step and was written
+    after that checkpoint where it is on disk. The step alone does not tell: a run trained again
+    from step 0 (records copied back without weights) reaches the same step with new weights."""
     try:
         rec = json.loads((run_dir / EVAL_FILE).read_text())
     except (OSError, ValueError):
         return False
     have = [str(lv.get("level")) for lv in rec.get("levels", [])]
-    return rec.get("checkpoint_step") == final_step and all(lv in have for lv in levels)
+    return (rec.get("checkpoint_step") == final_step and all(lv in have for lv in levels)
+            and written_after_checkpoint(run_dir / EVAL_FILE, run_dir))
+
+
+def written_after_checkpoint(record: Path, run_dir: Path) -> bool:
+    """True when `record` is no older than the run's last checkpoint, or that checkpoint is gone."""
+    ckpt = last_checkpoint_path(run_dir)
+    return not ckpt.is_file() or record.stat().st_mtime >= ckpt.stat().st_mtime
 
 
 def weights_lost(spec: RunSpec, run_dir: Path, status: dict[str, Any]) -> bool:
@@ -138,9 +147,7 @@ def probe_levels_done(run_dir: Path, levels: Sequence[str]) -> bool:
 
 def probe_is_current(run_dir: Path, levels: Sequence[str]) -> bool:
     """True when RUN/probe.json covers `levels` and is newer than the last checkpoint."""
-    rec, ckpt = run_dir / PROBE_FILE, last_checkpoint_path(run_dir)
-    return (probe_levels_done(run_dir, levels)
-            and (not ckpt.is_file() or rec.stat().st_mtime >= ckpt.stat().st_mtime))
+    return probe_levels_done(run_dir, levels) and written_after_checkpoint(run_dir / PROBE_FILE, run_dir)
 
 
 # ---- the commands -------------------------------------------------------------------------

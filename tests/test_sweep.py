@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from fpstab.cli import main
 from fpstab.grid import load_grid
 from fpstab.grid import parse_grid
+from fpstab.runs import last_checkpoint_path
 from fpstab.sweep import SweepOptions, check_only, eval_command, only_matches, parse_shard, shard_runs, train_command
 
 SMOKE = Path(__file__).parent / "fixtures" / "grids" / "smoke.toml"
@@ -88,6 +90,30 @@ def test_a_completed_training_without_weights_or_records_is_trained_again(tmp_pa
     (run / "probe.json").write_text(json.dumps({"probes": [{"inputs": {"level": "32"}}]}))
     assert not weights_lost(spec, run, status)
     assert not weights_lost(spec, run, {"state": "interrupted", "step": 2})  # --resume handles that one
+
+
+def test_records_older_than_the_checkpoint_are_not_current(tmp_path):
+    """A run trained again from step 0 reaches the same final step with new weights: its old eval
+    and probe records must not pass for the new checkpoint's."""
+    from fpstab.sweep import eval_is_current, probe_is_current
+
+    spec = load_grid(SMOKE).runs[0]
+    run = tmp_path / spec.name
+    run.mkdir()
+    (run / "eval.json").write_text(json.dumps({"checkpoint_step": 4, "levels": [{"level": lv}
+                                                                                 for lv in spec.eval_levels]}))
+    (run / "probe.json").write_text(json.dumps({"probes": [{"inputs": {"level": lv}} for lv in spec.probe_levels]}))
+    assert eval_is_current(run, spec.eval_levels, 4) and probe_is_current(run, spec.probe_levels)  # no checkpoint
+    ckpt = last_checkpoint_path(run)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes(b"weights trained again")
+    for name in ("eval.json", "probe.json"):
+        os.utime(run / name, (ckpt.stat().st_mtime - 60, ckpt.stat().st_mtime - 60))
+    assert not eval_is_current(run, spec.eval_levels, 4) and not probe_is_current(run, spec.probe_levels)
+    for name in ("eval.json", "probe.json"):
+        os.utime(run / name, (ckpt.stat().st_mtime + 1, ckpt.stat().st_mtime + 1))
+    assert eval_is_current(run, spec.eval_levels, 4) and probe_is_current(run, spec.probe_levels)
+    assert not eval_is_current(run, spec.eval_levels, 5)  # another step
 
 
 def test_shards_partition_the_grid():
