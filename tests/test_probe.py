@@ -104,6 +104,28 @@ def test_with_an_attracting_fixed_point_always_solve_changes_nothing() -> None:
     assert "skipped" not in plain.axes["geometry"].figures and "sigma_min" in plain.axes["geometry"].estimates
 
 
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (["attracting"] * 9 + ["repelling"], None),  # 90 % attracting: the gate is open
+        (["attracting"] * 8 + ["still contracting"] * 2, "undetermined"),  # both could still converge
+        (["attracting"] * 8 + ["rho unconverged"] * 2, "undetermined"),
+        (["repelling"] * 9 + ["still contracting"], "fail"),  # the decided ones already rule 90 % out
+        (["not reached"] * 2 + ["rho unconverged"] * 8, "fail"),
+        (["attracting"] * 9 + ["diverged"], None),
+        (["attracting"] * 8 + ["diverged", "still contracting"], "fail"),
+    ],
+)
+def test_the_fixed_point_gate_is_undetermined_only_where_the_undecided_samples_could_change_it(
+        status: list[str], expected: str | None) -> None:
+    from fpstab.fixedpoint.probes.records import fixed_point_verdict
+
+    verdict = fixed_point_verdict(status, torch.full((len(status),), 1.5), converged_share=0.9)
+    assert (verdict.status if verdict is not None else None) == expected
+    if expected == "undetermined":
+        assert verdict.remedies
+
+
 def test_too_small_a_krylov_budget_makes_verdicts_undetermined() -> None:
     core = small_core("internal_recall", seed=1)
     report = probe(core, one_hot_bits(3, 6, 0), iters=200, krylov_steps=2, krylov_restarts=1, inverse_steps=1,

@@ -174,7 +174,9 @@ def unconverged_verdict(checks: Sequence[tuple[str, Estimate, Sequence[str]]], m
 
 def fixed_point_verdict(status: Sequence[str], rho: Tensor, converged_share: float) -> Verdict | None:
     """None if enough samples' loops reach an attracting fixed point, else
-    the verdict that says why not.
+    the verdict that says why not. UNDETERMINED only where the undecided
+    samples (rho unconverged, still contracting) could still make up the
+    share; when the decided ones already rule it out the verdict is FAIL.
 
     status: per-sample fixed-point status (`FIXED_POINT_STATUSES`);
     rho: (B,) spectral radius at each sample's point (for the reason).
@@ -185,17 +187,23 @@ def fixed_point_verdict(status: Sequence[str], rho: Tensor, converged_share: flo
         return None
     summary = ", ".join(f"{count[s]} {s}" for s in FIXED_POINT_STATUSES if count[s])
     head = f"the loop reaches an attracting fixed point for {count['attracting']}/{n} samples ({summary})"
+    undecided = count["rho unconverged"] + count["still contracting"]
     if count["diverged"]:
         return Verdict("fail", head)
+    if undecided and count["attracting"] + undecided < converged_share * n:
+        return Verdict("fail", head + f"; the {undecided} undecided could not make up the {converged_share:.0%} "
+                       "needed" + _repelling_reason(status, rho))
     if count["rho unconverged"]:
         return Verdict("undetermined", head + "; rho did not converge: raise --krylov-steps, --krylov-restarts",
                        ("spectral_radius",), ("--krylov-steps", "--krylov-restarts"))
     if count["still contracting"]:
         return Verdict("undetermined", head + "; the loop still contracts: raise --iters", (), ("--iters",))
+    return Verdict("fail", head + _repelling_reason(status, rho))
+
+
+def _repelling_reason(status: Sequence[str], rho: Tensor) -> str:
     repelling = [float(r) for r, s in zip(rho.cpu().tolist(), status) if s == "repelling"]
-    if repelling:
-        head += f"; rho at the repelling points up to {max(repelling):.3f} >= 1"
-    return Verdict("fail", head)
+    return f"; rho at the repelling points up to {max(repelling):.3f} >= 1" if repelling else ""
 
 
 FIXED_POINT_STATUSES: tuple[str, ...] = (
