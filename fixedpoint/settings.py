@@ -40,7 +40,7 @@ class ProbeSettings:
     # Run the solves that describe a fixed point (sigma_min of I - J, the IFT and implicit-gradient
     # GMRES, the finite-difference re-solves) even when too few samples reach an attracting fixed
     # point, so that the verdict is already decided. Off by default: there those solves describe no
-    # fixed point the model reaches, rarely converge, and can cost 20 times the rest of the probe.
+    # fixed point the model reaches, rarely converge, and took about half of such a probe's time.
     always_solve: bool = False
 
     def __post_init__(self) -> None:
