@@ -83,7 +83,8 @@ def _recall_outer(runs: Sequence[RunRecord]) -> list[RunRecord]:
     return [r for r in runs if r.train.get("arch") in RECALL_ARCHS and r.train.get("norm") == "outer"]
 
 
-def _fits(run: RunRecord, val: Accuracy) -> bool:
+def fits(run: RunRecord, val: Accuracy) -> bool:
+    """True when the run's validation exact match (by `val`) is at least FIT_MIN."""
     v = val(run)
     return v is not None and v >= FIT_MIN
 
@@ -122,7 +123,7 @@ def extrapolation_claim(task: str, runs: Sequence[RunRecord], kind: str, claim: 
     if not runs:
         return ClaimCheck(task, claim, "undetermined: no such run", "n = 0 in this tree")
     evaluated = [r for r in runs if hard(r) is not None]
-    fitting = [r for r in evaluated if _fits(r, val)]
+    fitting = [r for r in evaluated if fits(r, val)]
     if not fitting:
         if not evaluated:
             return ClaimCheck(task, claim, "undetermined: not evaluated", _runs_detail(runs, val, hard))
@@ -146,7 +147,7 @@ def comparison_claim(task: str, runs: Sequence[RunRecord], val: Accuracy, hard: 
     for r in evaluated:
         by_setup.setdefault(_setup_key(r, keys), {})[str(r.train.get("arch"))] = r
     pairs = [(p["internal_recall"], p["standard_recall"]) for p in by_setup.values() if len(p) == 2]
-    counted = [(i, s) for i, s in pairs if _fits(i, val) or _fits(s, val)]
+    counted = [(i, s) for i, s in pairs if fits(i, val) or fits(s, val)]
     if not counted:
         why = ("no seed has both cores evaluated" if not pairs else
                f"in none of the {len(pairs)} seed pairs did either core fit the training level")

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fpstab.reports.claims import check_claims, claims_table, definitions
+from fpstab.reports.claims import FIT_MIN, check_claims, claims_table, definitions, fits
 from fpstab.reports.document import Block, to_html, to_markdown
 from fpstab.reports.probe_summary import AXES, FIGURES, VERDICT_SCORE, probe_summary
 from fpstab.reports.report_plots import scatter_figure, schoop_figure
@@ -135,10 +135,16 @@ def probe_points(runs: Sequence[RunRecord], which: str) -> list[tuple[RunRecord,
     return out
 
 
+FITTING_SCOPE = f"fitting runs (val >= {100 * FIT_MIN:.0f} %)"
+
+
 def correlations(runs: Sequence[RunRecord], seed: int = 0) -> list[tuple[str, str, str, Correlation]]:
-    """(scope, probed level, quantity, Spearman vs hard acc) for every figure and verdict, pooled and per task."""
-    scopes = [("all tasks", list(runs))] + [(t, [r for r in runs if r.train.get("task") == t])
-                                            for t in sorted({str(r.train.get("task")) for r in runs})]
+    """(scope, probed level, quantity, Spearman vs hard acc) for every figure and verdict: pooled, over the
+    runs that fit the training level only (a run that never learned it scores 0 at every level, whatever
+    its fixed points), and per task."""
+    scopes = ([("all tasks", list(runs)), (FITTING_SCOPE, [r for r in runs if fits(r, last_validation)])]
+              + [(t, [r for r in runs if r.train.get("task") == t])
+                 for t in sorted({str(r.train.get("task")) for r in runs})])
     out = []
     for scope, members in scopes:
         for which in ("train", "hardest"):
@@ -168,21 +174,29 @@ def findings(runs: Sequence[RunRecord], found: Sequence[tuple[str, str, str, Cor
     probed = [r for r in runs if r.probes and hard_accuracy(r) is not None]
     seeds = sorted({r.train.get("seed") for r in runs})
     tasks = sorted({str(r.train.get("task")) for r in runs})
-    pooled = [(w, q, c) for s, w, q, c in found if s == "all tasks" and c.rho is not None]
-    strong = [f"{q} at the {w} level (rho {c.rho:+.2f}, interval [{c.lo:+.2f}, {c.hi:+.2f}], n={c.n})"
-              for w, q, c in pooled if c.excludes_zero()]
     text = (f"{len(runs)} runs ({len(probed)} trained, evaluated and probed) on {', '.join(tasks)}, "
             f"seeds {seeds}. Hard-level accuracy is exact match at the last evaluated iteration on each run's "
             "hardest eval level. ")
-    if not pooled:
+    if not any(s == "all tasks" and c.rho is not None for s, _, _, c in found):
         return text + "Too few probed runs with varying figures to correlate anything."
-    if strong:
-        text += ("Pooled over tasks, the 95 % bootstrap interval excludes zero for: " + "; ".join(strong) + ". ")
-    else:
-        text += "Pooled over tasks, no probe figure or verdict has a 95 % bootstrap interval that excludes zero. "
-    return text + ("Pooling mixes tasks of different difficulty, so read the per-task rows too; with a handful of "
+    text += _strong(found, "all tasks", "Pooled over tasks") + " " + _strong(
+        found, FITTING_SCOPE, "Over the runs that fit the training level only (the column that says something "
+        "about extrapolation; the pooled one also ranks runs that never learned the task)")
+    return text + (" Pooling mixes tasks of different difficulty, so read the per-task rows too; with a handful of "
                    "runs per task an interval that includes zero means the grid cannot tell, not that there is no "
                    "relation, and an interval that excludes it is evidence about these runs, not a law.")
+
+
+def _strong(found: Sequence[tuple[str, str, str, Correlation]], scope: str, where: str) -> str:
+    """One sentence naming the quantities of `scope` whose interval excludes zero."""
+    rows = [(w, q, c) for s, w, q, c in found if s == scope and c.rho is not None]
+    if not rows:
+        return f"{where}: too few runs with varying figures to correlate anything."
+    strong = [f"{q} at the {w} level (rho {c.rho:+.2f}, interval [{c.lo:+.2f}, {c.hi:+.2f}], n={c.n})"
+              for w, q, c in rows if c.excludes_zero()]
+    if not strong:
+        return f"{where}, no probe figure or verdict has a 95 % bootstrap interval that excludes zero."
+    return f"{where}, the 95 % bootstrap interval excludes zero for: " + "; ".join(strong) + "."
 
 
 # ---- the whole report ------------------------------------------------------------------------------

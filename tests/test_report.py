@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from fpstab.cli import main
-from fpstab.reports.grid_report import accuracy_table, configuration_keys, correlations
+from fpstab.reports.grid_report import FITTING_SCOPE, accuracy_table, configuration_keys, correlations
 from fpstab.reports.run_files import RunRecord, find_runs
 from fpstab.reports.stats import spearman
 
@@ -35,6 +35,8 @@ def write_run(tree: Path, name: str, arch: str, seed: int, hard_acc: float, rho:
     (run / "eval.json").write_text(json.dumps({"schema": "fpstab.eval", "schema_version": 1, "task": "prefix_sum",
                                                "arch": arch, "norm": "outer", "iters": T, "levels": levels}))
     (run / "probe.json").write_text(json.dumps(probe_record("64", rho)))
+    val = min(1.0, hard_acc + 0.1)  # fits (>= 0.5) for the recall runs below, not for no_recall
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "val_exact_match": val}) + "\n")
 
 
 def probe_record(level: str, rho: float) -> dict:
@@ -91,6 +93,9 @@ def test_probe_figures_correlate_with_hard_accuracy_across_runs(tree):
     assert rho.n == 5 and rho.rho == pytest.approx(-1.0) and rho.hi < 0 and rho.excludes_zero()
     assert found[("all tasks", "hardest", "sigma_min")].rho == pytest.approx(1.0)
     assert found[("all tasks", "hardest", "input_dependence verdict")].rho is None  # constant: no rank
+    fitting = found[(FITTING_SCOPE, "hardest", "rho_max")]  # the three recall runs; no_recall never fit
+    assert fitting.n == 3 and fitting.rho == pytest.approx(-1.0)
+    assert found[(FITTING_SCOPE, "hardest", "reachability verdict")].rho is None  # all pass
 
 
 def test_spearman_matches_scipy_and_its_interval_covers_it():
