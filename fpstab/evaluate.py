@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from fpstab import __version__
 from fpstab.compile_step import CompileChoice, FallbackStep, choose_eval_compile
+from fpstab.cpu_allocator import trimming
 from fpstab.devices import check_device_name, default_device, resolve_device
 from fpstab.runs import (
     EVAL_FILE,
@@ -130,7 +131,12 @@ def solver_metrics(core: nn.Module, task: Any, x: Tensor, y: Tensor, solver: str
     e = core.encode(x)
     h0, u = core.init_state(e), core.loop_input(e)
     step_from = core.step_from if step is None else step
-    res = solve(lambda h: step_from(h, u), h0, solver=solver, max_iter=max_iter, tol=tol)
+
+    def fn(h: Tensor) -> Tensor:
+        return step_from(h, u)
+
+    # On a CPU the solver's varied temporaries fragment the heap (fpstab.cpu_allocator.trimming).
+    res = solve(trimming(fn) if h0.device.type == "cpu" else fn, h0, solver=solver, max_iter=max_iter, tol=tol)
     logits = core.readout(res.state).float()
     return {"correct": task.correct(logits, y, answers).cpu(), "nfe": int(res.nfe), "steps": res.steps.cpu(),
             "converged": res.converged.cpu(), "diverged": res.diverged.cpu(), "failure": res.failure}

@@ -46,3 +46,33 @@ def test_tuning_reuses_large_blocks_instead_of_faulting_them_in_again(monkeypatc
     # plain: each 64 MiB tensor is a fresh mmap, ~16k faults (4 KiB pages) each; tuned: the heap's blocks
     # are reused (measured 492k against 131k faults)
     assert plain > 30 * 10_000 and tuned < plain / 2, (plain, tuned)
+
+
+class _CountingLibc:
+    def __init__(self) -> None:
+        self.trims = 0
+
+    def malloc_trim(self, pad: int) -> int:
+        self.trims += 1
+        return 1
+
+
+def test_trimming_releases_the_heap_every_nth_call_only_when_tuned(monkeypatch: pytest.MonkeyPatch) -> None:
+    def double(x: int) -> int:
+        return 2 * x
+
+    monkeypatch.setattr(cpu_allocator, "_libc", None)
+    assert cpu_allocator.trimming(double) is double and not cpu_allocator.release_free_heap()
+    libc = _CountingLibc()
+    monkeypatch.setattr(cpu_allocator, "_libc", libc)
+    wrapped = cpu_allocator.trimming(double, every=10)
+    assert [wrapped(i) for i in range(25)] == [2 * i for i in range(25)] and libc.trims == 2
+    with pytest.raises(ValueError, match="every"):
+        cpu_allocator.trimming(double, every=0)
+
+
+def test_leaving_glibc_alone_also_turns_trimming_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_allocator, "_libc", _CountingLibc())
+    monkeypatch.setenv(cpu_allocator.ENV, "default")
+    cpu_allocator.tune_malloc()
+    assert cpu_allocator._libc is None and not cpu_allocator.release_free_heap()
