@@ -122,7 +122,6 @@ def input_dependence(ctx: ProbeContext) -> AxisReport:
     return _with_injection(ctx, u, figures)
 
 
-
 def _with_injection(ctx: ProbeContext, u: Tensor, figures: dict[str, Figure]) -> AxisReport:
     s, h_star = ctx.settings, ctx.fixed_point.state
     ift = implicit_input_jacobian(ctx.core.step, h_star, ctx.e, u, steps=s.gmres_steps, restarts=s.gmres_restarts)
