@@ -27,6 +27,12 @@ results tree: each run's files are written only by the shard that owns it.
 ones (they checkpoint first); runs already trained are still evaluated and
 probed. Rerun to finish.
 
+A run directory that holds a run of another config than the grid's (the grid
+changed after it started) is refused before anything runs: move it away or
+sweep into another --out. --dry-run lists each run and what the sweep would
+do next there (train from step 0, resume, eval, probe, nothing, refused) and
+runs nothing.
+
 Written into --out: grid.json (the expanded grid) and, per run, RUN/sweep.json
 (stage states, exit codes, wall times; schema fpstab.sweep_run/1).
 """
@@ -148,6 +154,55 @@ def probe_levels_done(run_dir: Path, levels: Sequence[str]) -> bool:
 def probe_is_current(run_dir: Path, levels: Sequence[str]) -> bool:
     """True when RUN/probe.json covers `levels` and is newer than the last checkpoint."""
     return probe_levels_done(run_dir, levels) and written_after_checkpoint(run_dir / PROBE_FILE, run_dir)
+
+
+def config_conflict(spec: RunSpec, run_dir: Path) -> str | None:
+    """Why this grid run cannot continue in `run_dir`, or None: the run recorded there (config.json)
+    resolved to another config than the grid's run does now (the grid, or a preset's value, changed
+    after the run started), or its record is not a readable config. Resuming would train the old
+    config under the grid's name, and starting over would overwrite another experiment's records."""
+    from fpstab.config import TrainConfig, config_diff
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        stored = TrainConfig.from_dict(json.loads(path.read_text())["train"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{path} is not a readable run config ({err})"
+    diff = config_diff(stored.to_dict(), spec.config)
+    if not diff:
+        return None
+    return "its config.json has " + ", ".join(f"{k}={a!r} where the grid has {b!r}" for k, (a, b) in diff.items())
+
+
+def check_conflicts(runs: Sequence[RunSpec], out: Path) -> None:
+    """ValueError naming every run whose directory under `out` holds a run of another config."""
+    found = {spec.name: why for spec in runs if (why := config_conflict(spec, out / spec.name))}
+    if found:
+        raise ValueError(f"{len(found)} run director{'y' if len(found) == 1 else 'ies'} under {out} hold a run "
+                         "with another config than the grid's:\n" + "\n".join(f"  {k}: {v}" for k, v in found.items())
+                         + "\nmove them away (their records are another experiment's) or sweep into another --out")
+
+
+def next_stage(spec: RunSpec, run_dir: Path) -> str:
+    """What the sweep would do next for this run, read from its directory (nothing is run)."""
+    if (why := config_conflict(spec, run_dir)) is not None:
+        return f"refused: {why}"
+    status = run_status(run_dir)
+    if weights_lost(spec, run_dir, status):
+        return "train again from step 0 (trained, but its checkpoint is not here and its eval or probes are not done)"
+    if status.get("state") == "diverged":
+        return "nothing (training diverged)"
+    if status.get("state") != "completed":
+        if last_checkpoint_path(run_dir).is_file():
+            return f"train, resuming at its last checkpoint ({status.get('state', 'no status')}, step {status.get('step')})"
+        return "train from step 0" + (" (a run started here left no checkpoint)" if (run_dir / CONFIG_FILE).is_file() else "")
+    if not eval_is_current(run_dir, spec.eval_levels, status.get("step")):
+        return "eval, then probe" if spec.probe_levels else "eval"
+    if spec.probe_levels and not probe_is_current(run_dir, spec.probe_levels):
+        return "probe"
+    return "nothing (done)"
 
 
 # ---- the commands -------------------------------------------------------------------------
@@ -405,9 +460,10 @@ def sweep(grid: Grid, out: str | Path, opts: SweepOptions, quiet: bool = False) 
     """Run this shard's runs; returns EXIT_OK, EXIT_FAILED (a stage failed) or EXIT_STOPPED."""
     out = Path(out)
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
+    runs = shard_runs(grid.runs, opts.shard, opts.only)
+    check_conflicts(runs, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / GRID_FILE, grid.to_dict())
-    runs = shard_runs(grid.runs, opts.shard, opts.only)
     progress = Progress(total=len(runs))
     runner = Runner(grid, out, opts, progress, say)
     say(f"[sweep] {len(runs)} of {len(grid.runs)} runs (shard {opts.shard[0]}/{opts.shard[1]}), "
@@ -439,6 +495,19 @@ def sweep(grid: Grid, out: str | Path, opts: SweepOptions, quiet: bool = False) 
     return EXIT_STOPPED if "stopped" in states else EXIT_OK
 
 
+def dry_run(grid: Grid, out: Path, runs: Sequence[RunSpec]) -> int:
+    """Print each run's levels and what the sweep would do next in `out`; EXIT_FAILED when a run
+    would be refused (`config_conflict`), else EXIT_OK. Nothing is run or written."""
+    refused = 0
+    for spec in runs:
+        action = next_stage(spec, out / spec.name)
+        refused += action.startswith("refused")
+        print(f"{spec.index:>3} {spec.name}: next {action}; eval {list(spec.eval_levels)}, "
+              f"probe {list(spec.probe_levels)}")
+    print(f"[sweep] dry run: {len(runs)} of {len(grid.runs)} runs, {refused} refused -> {out}")
+    return EXIT_FAILED if refused else EXIT_OK
+
+
 # ---- command line ---------------------------------------------------------------------------
 def parse_shard(text: str) -> tuple[int, int]:
     """'i/n' -> (i, n) with 0 <= i < n."""
@@ -466,7 +535,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "trained runs are still evaluated and probed")
     parser.add_argument("--data-cache", default=None,
                         help="cache folder for generated task data (default $FPSTAB_CACHE or ~/.cache/fpstab)")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the runs and what each would do next in --out, run nothing; exit 1 when a "
+                             "run directory there holds a run of another config")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -488,9 +559,7 @@ def run(args: argparse.Namespace) -> int:
     opts = SweepOptions(device=args.device, threads=threads, data_cache=args.data_cache, jobs=args.jobs,
                         shard=shard, only=only, stop_after_s=args.stop_after)
     if args.dry_run:
-        for spec in shard_runs(grid.runs, shard, only):
-            print(f"{spec.index:>3} {spec.name}: eval {list(spec.eval_levels)}, probe {list(spec.probe_levels)}")
-        return EXIT_OK
+        return dry_run(grid, args.out, shard_runs(grid.runs, shard, only))
     if threading.current_thread() is not threading.main_thread():
         return _run_sweep(grid, args, opts)
     previous = signal.signal(signal.SIGTERM, _terminate)

@@ -30,7 +30,7 @@ def commands_in(log: Path) -> int:
     return sum(line.startswith("$ ") for line in log.read_text().splitlines())
 
 
-def test_smoke_grid_trains_evaluates_probes_then_skips_what_is_done(tmp_path):
+def test_smoke_grid_trains_evaluates_probes_then_skips_what_is_done(tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["sweep", str(SMOKE), "--out", str(out), "--jobs", "2", "--quiet"]) == 0
     assert [r["name"] for r in read(out / "grid.json")["runs"]] == [
@@ -50,6 +50,8 @@ def test_smoke_grid_trains_evaluates_probes_then_skips_what_is_done(tmp_path):
     assert commands_in(run / "logs" / "train.log") == 1 and commands_in(run / "logs" / "eval.log") == 1
     again = read(run / "sweep.json")["stages"]["train"]
     assert again["skipped"] == "already completed" and again["wall_s"] == first["wall_s"]
+    assert main(["sweep", str(SMOKE), "--out", str(out), "--dry-run"]) == 0
+    assert "prefix_sum-no_recall-outer-s0: next nothing (done);" in capsys.readouterr().out
     # the records make a report without any model code
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     assert "prefix_sum: accuracy by level" in (tmp_path / "report" / "index.md").read_text()
@@ -114,6 +116,32 @@ def test_records_older_than_the_checkpoint_are_not_current(tmp_path):
         os.utime(run / name, (ckpt.stat().st_mtime + 1, ckpt.stat().st_mtime + 1))
     assert eval_is_current(run, spec.eval_levels, 4) and probe_is_current(run, spec.probe_levels)
     assert not eval_is_current(run, spec.eval_levels, 5)  # another step
+
+
+def test_a_run_directory_of_another_config_is_refused_before_anything_runs(tmp_path, capsys):
+    """A grid changed after its runs started (here the lr): the dry run names the run and the key,
+    and the sweep refuses at once, before it writes or trains anything."""
+    from fpstab.config import resolve_config
+    from fpstab.sweep import config_conflict
+
+    runs = load_grid(SMOKE).runs
+    spec, out = runs[1], tmp_path / "runs"
+    cfg = resolve_config(spec.train["preset"], {k: v for k, v in spec.train.items() if k != "preset"})
+    run = out / spec.name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"train": cfg.to_dict()}))
+    assert config_conflict(spec, run) is None  # the same config: resumable
+    (run / "config.json").write_text(json.dumps({"train": cfg.replace(lr=cfg.lr * 10).to_dict()}))
+    assert main(["sweep", str(SMOKE), "--out", str(out), "--dry-run"]) == 1
+    listed = capsys.readouterr().out
+    assert f"{spec.name}: next refused: its config.json has lr={cfg.lr * 10!r} where the grid has {cfg.lr!r}" in listed
+    assert f"{runs[0].name}: next train from step 0;" in listed and "1 refused" in listed
+    assert main(["sweep", str(SMOKE), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert spec.name in err and "move them away" in err
+    assert not (out / "grid.json").exists() and not (out / runs[0].name).exists()  # nothing ran
+    (run / "config.json").write_text("{}")
+    assert "is not a readable run config" in config_conflict(spec, run)
 
 
 def test_shards_partition_the_grid():
