@@ -7,12 +7,19 @@
 # STEP: bench | sharing | calibrate | grid:SECONDS[:KEY=VALUE,...] (the paper grid, or the runs whose
 # config matches, into results/paper_grid/runs: records committed from earlier calls are skipped there)
 #
+# grid:auto[:KEY=VALUE,...] sizes the sweep to what is left of DEADLINE_S (seconds from this script's
+# start; set it below the call's timeout_s): trainings stop EVAL_RESERVE_S (default 180) before the
+# deadline, so the runs trained by then are still evaluated and probed, and the sweep is killed at
+# the deadline. A run whose training is cut off is lost (its checkpoint stays on the machine), so
+# size a call's runs to finish; the steps before it (bench) count against the same deadline.
+#
 # sharing: benchmarks/gpu_sharing.py, the aggregate training steps/s of N processes on the GPU,
 # time-sliced (SHARE_JOBS, default 1,4) and then under MPS (SHARE_MPS_JOBS, default 4,8) when its
 # daemon starts and a CUDA context opens through it. MPS=1 runs the grid steps under MPS too.
 #
-# Writes under $OUT: device.txt (GPU, torch), bench.{txt,json}, sharing*.{txt,json}, mps.txt, and
-# for each sweep a tarball of its run records (no checkpoints) plus the sweep's log.
+# Writes under $OUT: device.txt (GPU, torch), bench.{txt,json}, sharing*.{txt,json}, mps.txt, plan.txt
+# (each sweep's time limits), and for each sweep a tarball of its run records (no checkpoints) plus the
+# sweep's log.
 #
 # DEVICE (default cuda), GRID_FILE (default paper.toml), RUNS_DIR (default results/paper_grid/runs) and
 # FPSTAB_CACHE (default .cache/fpstab) exist for dry_run.sh, which runs this script on a CPU.
@@ -66,11 +73,23 @@ sharing() {  # sharing LABEL JOBS: benchmarks/gpu_sharing.py on the grid's sudok
         --json "$OUT/sharing-$1.json" 2>&1 | tee "$OUT/sharing-$1.txt"
 }
 
-sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME [sweep flags]: trainings stop after SECONDS,
-    # evals and probes of trained runs after HARD_S (default SECONDS + 150)
-    timeout "${HARD_S:-$(( $2 + 150 ))}" python3 -m fpstab.cli sweep "$1" --out "$3" --device "$DEVICE" \
-        --jobs "${JOBS:-7}" --threads "${THREADS:-2}" --stop-after "$2" "${@:5}" 2>&1 | tee "$OUT/sweep-$4.log"
+sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME HARD [sweep flags]: trainings stop after SECONDS,
+    # evals and probes of trained runs after HARD seconds
+    echo "sweep $4: trainings stop at ${2} s, the sweep at ${5} s (script time ${SECONDS} s)" | tee -a "$OUT/plan.txt"
+    timeout "$5" python3 -m fpstab.cli sweep "$1" --out "$3" --device "$DEVICE" \
+        --jobs "${JOBS:-7}" --threads "${THREADS:-2}" --stop-after "$2" "${@:6}" 2>&1 | tee "$OUT/sweep-$4.log"
     tar czf "$OUT/runs-$4.tar.gz" --exclude='checkpoints' -C "$(dirname "$3")" "$(basename "$3")"
+}
+
+grid_seconds() {  # grid_seconds SECONDS: "TRAIN HARD" for a grid step, or nothing when too little time is left
+    if [ "$1" != auto ]; then echo "$1 ${HARD_S:-$(( $1 + 150 ))}"; return; fi
+    local left=$(( ${DEADLINE_S:?grid:auto needs DEADLINE_S} - SECONDS )) reserve=${EVAL_RESERVE_S:-180}
+    if [ $(( left - reserve )) -lt 60 ]; then
+        echo "grid:auto: ${left} s left of DEADLINE_S=${DEADLINE_S}, under EVAL_RESERVE_S=${reserve} + 60; no sweep" \
+            | tee -a "$OUT/plan.txt" >&2
+        return
+    fi
+    echo "$(( left - reserve )) $left"
 }
 
 [ "${MPS:-0}" = 1 ] && mps_start
@@ -87,10 +106,12 @@ for step in "$@"; do
                  [ -n "$mps_was_on" ] && mps_stop
                  sharing time-sliced "${SHARE_JOBS:-1,4}"
                  if mps_start; then sharing mps "${SHARE_MPS_JOBS:-4,8}"; [ -n "$mps_was_on" ] || mps_stop; fi ;;
-        calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" /tmp/runs/calibrate calibrate ;;
+        calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" /tmp/runs/calibrate calibrate \
+                       "${HARD_S:-$(( ${CALIBRATE_S:-300} + 150 ))}" ;;
         grid:*) IFS=: read -r _ seconds filter <<<"$step"
                 only=(); for kv in ${filter//,/ }; do only+=(--only "$kv"); done
-                sweep "$GRID_FILE" "$seconds" "$RUNS_DIR" paper "${only[@]}" ;;
+                read -r train hard <<<"$(grid_seconds "$seconds")"
+                [ -n "${train:-}" ] && sweep "$GRID_FILE" "$train" "$RUNS_DIR" paper "$hard" "${only[@]}" ;;
         *) echo "unknown step $step" >&2 ;;
     esac
 done

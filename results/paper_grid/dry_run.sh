@@ -29,8 +29,8 @@ PY
 OUT="$work/out" DEVICE=cpu GRID_FILE="$work/tiny.toml" RUNS_DIR="$work/runs" FPSTAB_CACHE="$work/cache" \
     JOBS=2 THREADS=1 VARIANTS=eager_fp32 BENCH_FLAGS="--small --iters 4 --threads 1" STEPS=1 \
     SHARE_JOBS=1,2 SHARE_S=2 SHARE_FLAGS="--warmup 1" \
-    bash results/paper_grid/device.sh bench sharing grid:120:arch=standard_recall,norm=outer
-for f in device.txt bench.json sharing-time-sliced.json sweep-paper.log runs-paper.tar.gz; do
+    DEADLINE_S=600 EVAL_RESERVE_S=300 bash results/paper_grid/device.sh bench sharing grid:auto:arch=standard_recall,norm=outer
+for f in device.txt bench.json sharing-time-sliced.json plan.txt sweep-paper.log runs-paper.tar.gz; do
     [ -s "$work/out/$f" ] || { echo "dry run: device.sh wrote no $f under \$OUT" >&2; exit 1; }
 done
 runs=("$work"/runs/*-s0)
@@ -41,9 +41,17 @@ for run in "${runs[@]}"; do
     done
 done
 python3 -m fpstab.cli report "$work/runs" --out "$work/report"
+# grid:auto with too little of DEADLINE_S left starts no sweep and says so.
+OUT="$work/late" DEVICE=cpu GRID_FILE="$work/tiny.toml" RUNS_DIR="$work/late-runs" FPSTAB_CACHE="$work/cache" \
+    DEADLINE_S=100 bash results/paper_grid/device.sh grid:auto:arch=standard_recall >/dev/null 2>&1
+grep -q "no sweep" "$work/late/plan.txt" && [ ! -e "$work/late-runs" ] \
+    || { echo "dry run: grid:auto started a sweep with too little time left" >&2; exit 1; }
+# The real grid against the committed records: every run must be one the sweep will continue, not refuse.
+python3 -m fpstab.cli sweep results/paper_grid/paper.toml --out results/paper_grid/runs --dry-run >"$work/next.txt" \
+    || { cat "$work/next.txt" >&2; echo "dry run: the sweep would refuse a run directory in results/paper_grid/runs" >&2; exit 1; }
 after=$(find "$work/cache" -type f | wc -l)
 if [ "$after" != "$before" ]; then
     echo "dry run: the data cache grew from $before to $after files: a set the grid reads is not carried" >&2
     exit 1
 fi
-echo "dry run OK: device.sh bench, sharing and grid ran; 3 runs trained, evaluated, probed and reported; no data set generated ($before cached files)"
+echo "dry run OK: device.sh bench, sharing and grid:auto ran (and declined a late sweep); 3 runs trained, evaluated, probed and reported; paper.toml's runs continue from the records; no data set generated ($before cached files)"
