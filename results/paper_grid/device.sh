@@ -8,7 +8,7 @@
 # config matches, into results/paper_grid/runs: records committed from earlier calls are skipped there)
 #
 # grid:auto[:KEY=VALUE,...] sizes the sweep to what is left of DEADLINE_S (seconds from this script's
-# start; set it below the call's timeout_s): trainings stop EVAL_RESERVE_S (default 180) before the
+# start; set it below the call's timeout_s): trainings stop EVAL_RESERVE_S (default 200) before the
 # deadline, so the runs trained by then are still evaluated and probed, and the sweep is killed at
 # the deadline. A run whose training is cut off is lost (its checkpoint stays on the machine), so
 # size a call's runs to finish; the steps before it (bench) count against the same deadline.
@@ -83,7 +83,7 @@ sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME HARD [sweep flags]: trainings 
 
 grid_seconds() {  # grid_seconds SECONDS: "TRAIN HARD" for a grid step, or nothing when too little time is left
     if [ "$1" != auto ]; then echo "$1 ${HARD_S:-$(( $1 + 150 ))}"; return; fi
-    local left=$(( ${DEADLINE_S:?grid:auto needs DEADLINE_S} - SECONDS )) reserve=${EVAL_RESERVE_S:-180}
+    local left=$(( ${DEADLINE_S:?grid:auto needs DEADLINE_S} - SECONDS )) reserve=${EVAL_RESERVE_S:-200}
     if [ $(( left - reserve )) -lt 60 ]; then
         echo "grid:auto: ${left} s left of DEADLINE_S=${DEADLINE_S}, under EVAL_RESERVE_S=${reserve} + 60; no sweep" \
             | tee -a "$OUT/plan.txt" >&2
