@@ -262,6 +262,7 @@ class Runner:
     def __init__(self, grid: Grid, out: Path, opts: SweepOptions, progress: Progress, say: Any) -> None:
         self.grid, self.out, self.opts, self.progress, self.say = grid, out, opts, progress, say
         self.stopped = threading.Event()
+        self.interrupted = threading.Event()  # evaluations and probes were interrupted too
         self._procs: dict[subprocess.Popen[bytes], str] = {}
         self._lock = threading.Lock()
 
@@ -279,6 +280,7 @@ class Runner:
         """Stop now: as `stop()`, and evaluations and probes in progress get SIGINT too (they are
         redone from the start on the next sweep; nothing half-written is kept, records are atomic)."""
         self.stopped.set()
+        self.interrupted.set()
         with self._lock:
             for proc in self._procs:
                 if proc.poll() is None:
@@ -330,14 +332,19 @@ class Runner:
         if eval_is_current(run_dir, spec.eval_levels, final_step):
             record["stages"]["eval"] = _skipped(previous, "eval", "current")
         elif not self._stage("eval", eval_command(spec, run_dir, self.opts, self.grid), run_dir, record):
-            return "failed"
+            return self._after_failure()
         if not spec.probe_levels:
             return "done"
         if probe_is_current(run_dir, spec.probe_levels):
             record["stages"]["probe"] = _skipped(previous, "probe", "current")
         elif not self._stage("probe", probe_command(spec, run_dir, self.opts, self.grid), run_dir, record):
-            return "failed"
+            return self._after_failure()
         return "done"
+
+    def _after_failure(self) -> str:
+        """The state of a run whose eval or probe exited nonzero: "stopped" when `interrupt()` ended it
+        (the next sweep redoes the stage), else "failed"."""
+        return "stopped" if self.interrupted.is_set() else "failed"
 
     def _train_outcome(self, run_dir: Path) -> str:
         return "diverged" if run_status(run_dir).get("state") == "diverged" else "failed"
@@ -362,7 +369,8 @@ class Runner:
         record["stages"][name] = {"state": "ok" if ok else "failed", "exit": code,
                                   "wall_s": round(time.perf_counter() - t0, 2), "log": str(log.relative_to(run_dir)),
                                   "command": cmd[1:]}
-        if not ok and not self.stopped.is_set():
+        expected = self.interrupted.is_set() or (name == "train" and self.stopped.is_set())  # our own SIGINT
+        if not ok and not expected:
             self.say(f"[sweep] {run_dir.name}: {name} exited {code}; last lines of {log}:\n"
                      + _tail(log, 5))
         return ok

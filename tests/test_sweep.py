@@ -205,6 +205,30 @@ def test_an_interrupted_sweep_stops_at_once_and_starts_nothing_more(tmp_path, si
     assert not (second / "config.json").exists()
 
 
+def test_an_evaluation_cut_off_by_the_sweeps_end_is_stopped_not_failed(tmp_path, capsys):
+    """A scheduler's SIGTERM while a trained run is evaluated: the run is recorded as stopped (the
+    next sweep redoes its eval), and no failure is reported for the stage the sweep itself ended."""
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text(SMOKE.read_text().replace("iters = 40", "iters = 100000")
+                         .replace('arch = ["no_recall", "standard_recall"]', 'arch = ["standard_recall"]'))
+    out = tmp_path / "runs"
+    run = out / load_grid(grid_file).runs[0].name
+    proc = subprocess.Popen([sys.executable, "-m", "fpstab.cli", "sweep", str(grid_file), "--out", str(out)],
+                            cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not (run / "logs" / "eval.log").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the eval is under way
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    said = proc.stdout.read().decode()
+    record = read(run / "sweep.json")
+    assert record["state"] == "stopped" and record["stages"]["eval"]["state"] == "failed", record
+    assert f"{run.name}: stopped (" in said and "(0 failed)" in said and "exited" not in said, said
+    assert main(["sweep", str(grid_file), "--out", str(out), "--dry-run"]) == 0
+    assert f"{run.name}: next eval, then probe;" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("runtime, flags", [({}, []), ({"compile": True}, ["--compile"]),
                                             ({"compile": False}, ["--no-compile"]),
                                             ({"activation_checkpointing": True}, ["--activation-checkpointing"])])

@@ -8,7 +8,7 @@
 # config matches, into results/paper_grid/runs: records committed from earlier calls are skipped there)
 #
 # grid:auto[:KEY=VALUE,...] sizes the sweep to what is left of DEADLINE_S (seconds from this script's
-# start; set it below the call's timeout_s): trainings stop EVAL_RESERVE_S (default 200) before the
+# start; at least 30 s below the call's timeout_s: a sweep that ignores SIGTERM is killed 20 s later): trainings stop EVAL_RESERVE_S (default 200) before the
 # deadline, so the runs trained by then are still evaluated and probed, and the sweep is killed at
 # the deadline. A run whose training is cut off is lost (its checkpoint stays on the machine), so
 # size a call's runs to finish; the steps before it (bench) count against the same deadline.
@@ -68,7 +68,7 @@ mps_start() {  # 0 when the MPS daemon runs and a CUDA context opens through it 
 sharing() {  # sharing LABEL JOBS: benchmarks/gpu_sharing.py on the grid's sudoku shape
     local flags="${SHARE_FLAGS:-}"
     [ "$DEVICE" = cuda ] || flags="--tiny --threads 1 $flags"
-    timeout "${SHARE_HARD_S:-200}" python3 benchmarks/gpu_sharing.py --device "$DEVICE" --jobs "$2" \
+    timeout -k 10 "${SHARE_HARD_S:-200}" python3 benchmarks/gpu_sharing.py --device "$DEVICE" --jobs "$2" \
         --seconds "${SHARE_S:-25}" --threads "${THREADS:-2}" --label "$1" $flags \
         --json "$OUT/sharing-$1.json" 2>&1 | tee "$OUT/sharing-$1.txt"
 }
@@ -76,7 +76,7 @@ sharing() {  # sharing LABEL JOBS: benchmarks/gpu_sharing.py on the grid's sudok
 sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME HARD [sweep flags]: trainings stop after SECONDS,
     # evals and probes of trained runs after HARD seconds
     echo "sweep $4: trainings stop at ${2} s, the sweep at ${5} s (script time ${SECONDS} s)" | tee -a "$OUT/plan.txt"
-    timeout "$5" python3 -m fpstab.cli sweep "$1" --out "$3" --device "$DEVICE" \
+    timeout -k 20 "$5" python3 -m fpstab.cli sweep "$1" --out "$3" --device "$DEVICE" \
         --jobs "${JOBS:-7}" --threads "${THREADS:-2}" --stop-after "$2" "${@:6}" 2>&1 | tee "$OUT/sweep-$4.log"
     tar czf "$OUT/runs-$4.tar.gz" --exclude='checkpoints' -C "$(dirname "$3")" "$(basename "$3")"
 }
@@ -98,7 +98,7 @@ for step in "$@"; do
         bench) # both models in one process, their timed steps alternating (the per-FLOP ratio is
                # measured side by side); the JSON is rewritten after every variant, so a timeout keeps
                # the variants already measured, and --budget-s starts none after BENCH_BUDGET_S
-               timeout "${BENCH_S:-330}" python3 benchmarks/train_speed.py --arch standard_recall --norm outer \
+               timeout -k 10 "${BENCH_S:-330}" python3 benchmarks/train_speed.py --arch standard_recall --norm outer \
                    --device "$DEVICE" ${BENCH_FLAGS:-} --models plain,fpstab \
                    --variants "${VARIANTS:-eager_bf16,compile_bf16,eager_fp32}" --budget-s "${BENCH_BUDGET_S:-200}" \
                    --steps "${STEPS:-10}" --warmup 3 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" ;;
