@@ -142,7 +142,10 @@ def weights_lost(spec: RunSpec, run_dir: Path, status: dict[str, Any]) -> bool:
 
 
 def probe_levels_done(run_dir: Path, levels: Sequence[str]) -> bool:
-    """True when RUN/probe.json holds an entry for every level in `levels`."""
+    """True when RUN/probe.json holds an entry for every level in `levels` (always, for no levels:
+    a one-pass baseline has nothing to probe and needs no probe.json)."""
+    if not levels:
+        return True
     try:
         entries = json.loads((run_dir / PROBE_FILE).read_text()).get("probes", [])
         have = {str(e.get("inputs", {}).get("level")) for e in entries}

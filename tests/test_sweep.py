@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,12 @@ def test_a_completed_training_without_weights_or_records_is_trained_again(tmp_pa
     (run / "probe.json").write_text(json.dumps({"probes": [{"inputs": {"level": "32"}}]}))
     assert not weights_lost(spec, run, status)
     assert not weights_lost(spec, run, {"state": "interrupted", "step": 2})  # --resume handles that one
+    # a run with nothing to probe (a one-pass baseline) is complete once evaluated, with no probe.json
+    unprobed = parse_grid(tomllib.loads(SMOKE.read_text().replace('levels = ["hardest"]', "levels = []"))).runs[0]
+    other = tmp_path / "unprobed"
+    other.mkdir()
+    (other / "eval.json").write_text((run / "eval.json").read_text())
+    assert unprobed.probe_levels == () and not weights_lost(unprobed, other, status)
 
 
 def test_records_older_than_the_checkpoint_are_not_current(tmp_path):
