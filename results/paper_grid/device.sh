@@ -18,7 +18,7 @@
 # daemon starts and a CUDA context opens through it. MPS=1 runs the grid steps under MPS too.
 #
 # Writes under $OUT: device.txt (GPU, torch), bench.{txt,json}, sharing*.{txt,json}, mps.txt, plan.txt
-# (each sweep's time limits), and for each sweep a tarball of its run records (no checkpoints) plus the
+# (each sweep's time limits and what it was to do for each run), and for each sweep a tarball of its run records (no checkpoints) plus the
 # sweep's log.
 #
 # DEVICE (default cuda), GRID_FILE (default paper.toml), RUNS_DIR (default results/paper_grid/runs) and
@@ -76,6 +76,7 @@ sharing() {  # sharing LABEL JOBS: benchmarks/gpu_sharing.py on the grid's sudok
 sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME HARD [sweep flags]: trainings stop after SECONDS,
     # evals and probes of trained runs after HARD seconds
     echo "sweep $4: trainings stop at ${2} s, the sweep at ${5} s (script time ${SECONDS} s)" | tee -a "$OUT/plan.txt"
+    python3 -m fpstab.cli sweep "$1" --out "$3" --dry-run "${@:6}" >>"$OUT/plan.txt" 2>&1  # what each run does next
     timeout -k 20 "$5" python3 -m fpstab.cli sweep "$1" --out "$3" --device "$DEVICE" \
         --jobs "${JOBS:-7}" --threads "${THREADS:-2}" --stop-after "$2" "${@:6}" 2>&1 | tee "$OUT/sweep-$4.log"
     tar czf "$OUT/runs-$4.tar.gz" --exclude='checkpoints' -C "$(dirname "$3")" "$(basename "$3")"
