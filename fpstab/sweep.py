@@ -155,8 +155,10 @@ def probe_levels_done(run_dir: Path, levels: Sequence[str]) -> bool:
 
 
 def probe_is_current(run_dir: Path, levels: Sequence[str]) -> bool:
-    """True when RUN/probe.json covers `levels` and is newer than the last checkpoint."""
-    return probe_levels_done(run_dir, levels) and (not levels or written_after_checkpoint(run_dir / PROBE_FILE, run_dir))
+    """True when RUN/probe.json covers `levels` and is newer than the last checkpoint (always, for no levels)."""
+    if not levels:
+        return True  # nothing to probe, so no probe.json to date
+    return probe_levels_done(run_dir, levels) and written_after_checkpoint(run_dir / PROBE_FILE, run_dir)
 
 
 def config_conflict(spec: RunSpec, run_dir: Path) -> str | None:

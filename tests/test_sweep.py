@@ -128,12 +128,12 @@ def test_records_older_than_the_checkpoint_are_not_current(tmp_path):
 def test_a_run_directory_of_another_config_is_refused_before_anything_runs(tmp_path, capsys):
     """A grid changed after its runs started (here the lr): the dry run names the run and the key,
     and the sweep refuses at once, before it writes or trains anything."""
-    from fpstab.config import resolve_config
+    from fpstab.config import TrainConfig
     from fpstab.sweep import config_conflict
 
     runs = load_grid(SMOKE).runs
     spec, out = runs[1], tmp_path / "runs"
-    cfg = resolve_config(spec.train["preset"], {k: v for k, v in spec.train.items() if k != "preset"})
+    cfg = TrainConfig.from_dict(spec.config)
     run = out / spec.name
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"train": cfg.to_dict()}))

@@ -8,18 +8,19 @@
 # config matches, into results/paper_grid/runs: records committed from earlier calls are skipped there)
 #
 # grid:auto[:KEY=VALUE,...] sizes the sweep to what is left of DEADLINE_S (seconds from this script's
-# start; at least 30 s below the call's timeout_s: a sweep that ignores SIGTERM is killed 20 s later): trainings stop EVAL_RESERVE_S (default 200) before the
-# deadline, so the runs trained by then are still evaluated and probed, and the sweep is killed at
-# the deadline. A run whose training is cut off is lost (its checkpoint stays on the machine), so
-# size a call's runs to finish; the steps before it (bench) count against the same deadline.
+# start; at least 30 s below the call's timeout_s, since a sweep that ignores SIGTERM is killed 20 s
+# later): trainings stop EVAL_RESERVE_S (default 200) before the deadline, so the runs trained by then
+# are still evaluated and probed, and the sweep is killed at the deadline. A run whose training is cut
+# off is lost (its checkpoint stays on the machine), so size a call's runs to finish; the steps before
+# it (bench) count against the same deadline.
 #
 # sharing: benchmarks/gpu_sharing.py, the aggregate training steps/s of N processes on the GPU,
 # time-sliced (SHARE_JOBS, default 1,4) and then under MPS (SHARE_MPS_JOBS, default 4,8) when its
 # daemon starts and a CUDA context opens through it. MPS=1 runs the grid steps under MPS too.
 #
 # Writes under $OUT: device.txt (GPU, torch), bench.{txt,json}, sharing*.{txt,json}, mps.txt, plan.txt
-# (each sweep's time limits and what it was to do for each run), and for each sweep a tarball of its run records (no checkpoints) plus the
-# sweep's log.
+# (each sweep's time limits and what it was to do for each run), and for each sweep a tarball of its
+# run records (no checkpoints) plus the sweep's log.
 #
 # DEVICE (default cuda), GRID_FILE (default paper.toml), RUNS_DIR (default results/paper_grid/runs) and
 # FPSTAB_CACHE (default .cache/fpstab) exist for dry_run.sh, which runs this script on a CPU.
@@ -73,16 +74,19 @@ sharing() {  # sharing LABEL JOBS: benchmarks/gpu_sharing.py on the grid's sudok
         --json "$OUT/sharing-$1.json" 2>&1 | tee "$OUT/sharing-$1.txt"
 }
 
-sweep() {  # sweep GRID_FILE SECONDS OUT_DIR NAME HARD [sweep flags]: trainings stop after SECONDS,
-    # evals and probes of trained runs after HARD seconds
-    echo "sweep $4: trainings stop at ${2} s, the sweep at ${5} s (script time ${SECONDS} s)" | tee -a "$OUT/plan.txt"
-    python3 -m fpstab.cli sweep "$1" --out "$3" --dry-run "${@:6}" >>"$OUT/plan.txt" 2>&1  # what each run does next
-    timeout -k 20 "$5" python3 -m fpstab.cli sweep "$1" --out "$3" --device "$DEVICE" \
-        --jobs "${JOBS:-7}" --threads "${THREADS:-2}" --stop-after "$2" "${@:6}" 2>&1 | tee "$OUT/sweep-$4.log"
+sweep() {  # sweep GRID_FILE SECONDS|auto OUT_DIR NAME [sweep flags]: the time limits from grid_seconds
+    local train hard
+    read -r train hard <<<"$(grid_seconds "$2")"
+    [ -n "${train:-}" ] || return 0
+    echo "sweep $4: trainings stop at ${train} s, the sweep at ${hard} s (script time ${SECONDS} s)" | tee -a "$OUT/plan.txt"
+    python3 -m fpstab.cli sweep "$1" --out "$3" --dry-run "${@:5}" >>"$OUT/plan.txt" 2>&1  # what each run does next
+    timeout -k 20 "$hard" python3 -m fpstab.cli sweep "$1" --out "$3" --device "$DEVICE" \
+        --jobs "${JOBS:-7}" --threads "${THREADS:-2}" --stop-after "$train" "${@:5}" 2>&1 | tee "$OUT/sweep-$4.log"
     tar czf "$OUT/runs-$4.tar.gz" --exclude='checkpoints' -C "$(dirname "$3")" "$(basename "$3")"
 }
 
-grid_seconds() {  # grid_seconds SECONDS: "TRAIN HARD" for a grid step, or nothing when too little time is left
+grid_seconds() {  # grid_seconds SECONDS|auto: "TRAIN HARD" (trainings stop at TRAIN, the sweep is killed at
+    # HARD: HARD_S, default TRAIN + 150; or auto, from DEADLINE_S), or nothing when too little time is left
     if [ "$1" != auto ]; then echo "$1 ${HARD_S:-$(( $1 + 150 ))}"; return; fi
     local left=$(( ${DEADLINE_S:?grid:auto needs DEADLINE_S} - SECONDS )) reserve=${EVAL_RESERVE_S:-200}
     if [ $(( left - reserve )) -lt 60 ]; then
@@ -107,12 +111,10 @@ for step in "$@"; do
                  [ -n "$mps_was_on" ] && mps_stop
                  sharing time-sliced "${SHARE_JOBS:-1,4}"
                  if mps_start; then sharing mps "${SHARE_MPS_JOBS:-4,8}"; [ -n "$mps_was_on" ] || mps_stop; fi ;;
-        calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" /tmp/runs/calibrate calibrate \
-                       "${HARD_S:-$(( ${CALIBRATE_S:-300} + 150 ))}" ;;
+        calibrate) sweep results/paper_grid/calibrate.toml "${CALIBRATE_S:-300}" /tmp/runs/calibrate calibrate ;;
         grid:*) IFS=: read -r _ seconds filter <<<"$step"
                 only=(); for kv in ${filter//,/ }; do only+=(--only "$kv"); done
-                read -r train hard <<<"$(grid_seconds "$seconds")"
-                [ -n "${train:-}" ] && sweep "$GRID_FILE" "$train" "$RUNS_DIR" paper "$hard" "${only[@]}" ;;
+                sweep "$GRID_FILE" "$seconds" "$RUNS_DIR" paper "${only[@]}" ;;
         *) echo "unknown step $step" >&2 ;;
     esac
 done
