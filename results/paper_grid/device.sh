@@ -10,9 +10,9 @@
 # grid:auto[:KEY=VALUE,...] sizes the sweep to what is left of DEADLINE_S (seconds from this script's
 # start; at least 30 s below the call's timeout_s, since a sweep that ignores SIGTERM is killed 20 s
 # later): trainings stop EVAL_RESERVE_S (default 200) before the deadline, so the runs trained by then
-# are still evaluated and probed, and the sweep is killed at the deadline. A run whose training is cut
-# off is lost (its checkpoint stays on the machine), so size a call's runs to finish; the steps before
-# it (bench) count against the same deadline.
+# are still evaluated and probed, and the sweep is killed at the deadline. The steps before it (bench)
+# count against the same deadline. Size a call's runs to finish: a run whose training is cut off comes
+# back only as its records, plus its checkpoint where that fits what a call returns (rescue below).
 #
 # sharing: benchmarks/gpu_sharing.py, the aggregate training steps/s of N processes on the GPU,
 # time-sliced (SHARE_JOBS, default 1,4) and then under MPS (SHARE_MPS_JOBS, default 4,8) when its
@@ -20,7 +20,10 @@
 #
 # Writes under $OUT: device.txt (GPU, torch), bench.{txt,json}, sharing*.{txt,json}, mps.txt, plan.txt
 # (each sweep's time limits and what it was to do for each run), and for each sweep a tarball of its
-# run records (no checkpoints) plus the sweep's log.
+# run records (no checkpoints) plus the sweep's log; ckpt-RUN.pt, the checkpoint of each run stopped
+# mid-training, while $OUT holds under 8 files and the checkpoint is under 16 MiB (a call returns
+# at most 8 files of 16 MiB each; a looped core of the grid is 11-12 MiB, fixed_depth 136 MiB).
+# restore.sh puts all of it back into the repository after the call.
 #
 # DEVICE (default cuda), GRID_FILE (default paper.toml), RUNS_DIR (default results/paper_grid/runs) and
 # FPSTAB_CACHE (default .cache/fpstab) exist for dry_run.sh, which runs this script on a CPU.
@@ -83,6 +86,26 @@ sweep() {  # sweep GRID_FILE SECONDS|auto OUT_DIR NAME [sweep flags]: the time l
     timeout -k 20 "$hard" python3 -m fpstab.cli sweep "$1" --out "$3" --device "$DEVICE" \
         --jobs "${JOBS:-7}" --threads "${THREADS:-2}" --stop-after "$train" "${@:5}" 2>&1 | tee "$OUT/sweep-$4.log"
     tar czf "$OUT/runs-$4.tar.gz" --exclude='checkpoints' -C "$(dirname "$3")" "$(basename "$3")"
+    rescue "$3"
+}
+
+rescue() {  # rescue RUNS_DIR: $OUT/ckpt-RUN.pt for each run whose training stopped before the end, so
+    # the next call resumes it instead of training it again from step 0 (restore.sh puts it back)
+    local ckpt run state
+    for ckpt in "$1"/*/checkpoints/last.pt; do
+        [ -f "$ckpt" ] || continue
+        run=$(basename "$(dirname "$(dirname "$ckpt")")")
+        state=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("state", "?"))' \
+                "$1/$run/status.json" 2>/dev/null || echo "?")
+        case $state in completed|diverged) continue ;; esac
+        if [ "$(stat -c %s "$ckpt")" -ge $(( 16 * 1024 * 1024 )) ]; then
+            echo "rescue: $run ($state): its checkpoint is 16 MiB or more, not brought back" | tee -a "$OUT/plan.txt"
+        elif [ "$(find "$OUT" -maxdepth 1 -type f | wc -l)" -ge 8 ]; then
+            echo "rescue: $run ($state): \$OUT holds 8 files already, checkpoint not brought back" | tee -a "$OUT/plan.txt"
+        else
+            cp "$ckpt" "$OUT/ckpt-$run.pt" && echo "rescue: $run ($state): checkpoint -> ckpt-$run.pt" | tee -a "$OUT/plan.txt"
+        fi
+    done
 }
 
 grid_seconds() {  # grid_seconds SECONDS|auto: "TRAIN HARD" (trainings stop at TRAIN, the sweep is killed at
