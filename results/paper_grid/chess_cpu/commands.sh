@@ -16,3 +16,5 @@ train standard_recall-outer-lr3e-4-2ep standard_recall 3e-4 2
 train no_recall-outer-lr1e-4-2ep no_recall 1e-4 2
 train standard_recall-outer-lr3e-4-8ep standard_recall 3e-4 8
 train standard_recall-outer-lr1e-3-8ep standard_recall 1e-3 8
+train no_recall-outer-lr3e-4-2ep no_recall 3e-4 2
+train internal_recall-outer-lr1e-3-2ep internal_recall 1e-3 2
