@@ -33,7 +33,10 @@ torch.utils.flop_counter on an eager fp32 forward+backward under SDPA's MATH
 backend, so attention counts as its matmuls for both models alike (the CPU
 flash kernel has no FLOP formula). `per-FLOP` is fpstab's achieved FLOP/s
 over the plain block's in the same variant. A variant that fails (e.g. a
-compiler error) is reported and the others still run.
+compiler error) is reported and the others still run. On cuda, `peak GiB`
+is the peak allocated memory of a model's warm-up steps (one model at a
+time, the whole unroll differentiated, no activation checkpointing): what
+one training run at this shape needs at its deepest progressive-loss draw.
 """
 
 from __future__ import annotations
@@ -202,6 +205,7 @@ class Row:
     frac_peak: float | None = None
     setup_s: float | None = None
     per_flop_vs_plain: float | None = None
+    peak_gib: float | None = None  # cuda: peak allocated memory of the warm-up steps (one model at a time)
     error: str | None = None
 
 
@@ -243,10 +247,12 @@ def short_error(err: BaseException) -> str:
 
 
 def run_variant(variant: str, makers: dict[str, Callable[[str, str], TrainFn]], x: Tensor, y: Tensor,
-                warmup: int, steps: int) -> dict[str, tuple[list[float], float] | str]:
+                warmup: int, steps: int) -> dict[str, tuple[list[float], float, float | None] | str]:
     """Warm up every model, then alternate their timed steps.
 
-    Returns model -> (step seconds, warm-up seconds) or an error string.
+    Returns model -> (step seconds, warm-up seconds, peak GiB allocated during the warm-up on cuda, where
+    one model runs at a time: a full unroll's activations, what activation checkpointing would save) or an
+    error string.
     """
     mode, precision = variant.rsplit("_", 1)
     cuda = x.device.type == "cuda"
@@ -254,16 +260,19 @@ def run_variant(variant: str, makers: dict[str, Callable[[str, str], TrainFn]], 
     mark = torch.compiler.cudagraph_mark_step_begin if mode == "compile_ro" else (lambda: None)
     torch._dynamo.reset()  # a fresh cache: earlier variants' graphs must not count against recompile limits
     fns: dict[str, TrainFn] = {}
-    out: dict[str, tuple[list[float], float] | str] = {}
+    out: dict[str, tuple[list[float], float, float | None] | str] = {}
     for model, make in makers.items():
         try:
             fn = make(mode, precision)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
             for _ in range(warmup):
                 mark()
                 fn(x, y)
             sync()
-            fns[model], out[model] = fn, ([], time.perf_counter() - t0)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+            fns[model], out[model] = fn, ([], time.perf_counter() - t0, peak)
         except Exception as err:  # a variant that cannot run here is reported, not fatal
             out[model] = short_error(err)
             traceback.print_exc(limit=3, file=sys.stderr)
@@ -293,15 +302,16 @@ def parse_variants(text: str) -> list[str]:
 
 def print_table(rows: list[Row], cuda: bool) -> None:
     print(f"\n{'model':<8} {'variant':<20} {'ms/step':>9} {'samples/s':>10} {'GFLOP/s':>9} "
-          f"{'% peak':>7} {'setup s':>8} {'per-FLOP vs plain':>18}")
+          f"{'% peak':>7} {'setup s':>8} {'per-FLOP vs plain':>18} {'peak GiB':>9}")
     for r in rows:
         if r.error:
             print(f"{r.model:<8} {r.variant:<20} FAILED: {r.error}")
             continue
         peak = f"{100 * r.frac_peak:>6.2f}%" if cuda and r.frac_peak is not None else f"{'-':>7}"
         ratio = f"{r.per_flop_vs_plain:>18.2f}" if r.per_flop_vs_plain is not None else f"{'':>18}"
+        mem = f"{r.peak_gib:>9.2f}" if r.peak_gib is not None else f"{'-':>9}"
         print(f"{r.model:<8} {r.variant:<20} {r.ms_per_step:>9.1f} {r.samples_per_s:>10.1f} {r.gflop_per_s:>9.1f} "
-              f"{peak} {r.setup_s:>8.1f} {ratio}")
+              f"{peak} {r.setup_s:>8.1f} {ratio} {mem}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -425,7 +435,7 @@ def measure_variant(variant: str, models: Models, flops: dict[str, int], peak_tf
         sec = statistics.median(res[0])
         gflops[model] = flops[model] / sec / 1e9
         rows.append(Row(model, variant, 1e3 * sec, s.batch / sec, gflops[model], gflops[model] / 1e3 / peak_tflops,
-                        res[1]))
+                        res[1], peak_gib=res[2]))
     if "plain" in gflops and "fpstab" in gflops:
         next(r for r in rows if r.model == "fpstab").per_flop_vs_plain = gflops["fpstab"] / gflops["plain"]
     return rows
