@@ -118,8 +118,8 @@ def _umask() -> int:
     return mask
 
 
-def _larger_cached(key: CacheKey, folder: Path) -> Path | None:
-    """The smallest cached set with the same stem and n >= key.n, if any."""
+def larger_cached(key: CacheKey, folder: Path) -> Path | None:
+    """The smallest cached set in `folder` (a task's cache folder) with the same stem and n >= key.n, if any."""
     if not folder.is_dir():
         return None
     pattern = re.compile(re.escape(key.stem()) + r"-n(\d+)\.npz$")
@@ -143,7 +143,7 @@ def load_or_build(
     True if read from the cache). An unreadable cache file is rebuilt with a warning.
     """
     path = cache_path(key, cache_dir)
-    source = path if path.exists() else _larger_cached(key, path.parent)
+    source = path if path.exists() else larger_cached(key, path.parent)
     if source is not None:
         try:
             arrays = _read(source)

@@ -11,22 +11,31 @@ probe sets (data_seed + 3, [probe] samples). A cached set serves any request of 
 
 from __future__ import annotations
 
+import argparse
 import math
-import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from fpstab import evaluate, probe_command
 from fpstab.grid import load_grid
 from fpstab.tasks import get_task
-from fpstab.tasks.cache import CacheKey
-
-PROBE_SAMPLES_DEFAULT = 8  # fpstab probe --samples
+from fpstab.tasks.cache import CacheKey, cache_path, larger_cached
 
 
-def needs(grid_file: str) -> set[tuple[str, str, int, int]]:
-    """(task, level, n, seed) of every cached set the grid's runs read."""
+def command_default(add_arguments: Callable[[argparse.ArgumentParser], None], option: str) -> object:
+    """The default of one option of a subcommand (`fpstab eval` or `fpstab probe`), read from its parser."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.get_default(option)
+
+
+def needs(grid_file: str) -> set[CacheKey]:
+    """The key of every cached set the grid's runs read (n: the size read)."""
     grid = load_grid(grid_file)
-    out: set[tuple[str, str, int, int]] = set()
+    eval_n = int(grid.eval.get("samples", command_default(evaluate.add_arguments, "samples")))
+    probe_n = int(grid.probe.get("samples", command_default(probe_command.add_arguments, "samples")))
+    out: set[CacheKey] = set()
     for spec in grid.runs:
         cfg = spec.config
         task = get_task(cfg["task"])
@@ -37,36 +46,24 @@ def needs(grid_file: str) -> set[tuple[str, str, int, int]]:
         def add(level: str, n: int, s: int) -> None:
             parts = task.level_parts(level)
             for part in parts:
-                out.add((task.name, part, math.ceil(n / len(parts)), s))
+                out.add(CacheKey(task.name, part, math.ceil(n / len(parts)), s, task.version, task.cache_variant))
 
         add(cfg["train_level"], cfg["n_train"], seed)
         add(cfg["train_level"], cfg["n_val"], seed + 1)
         for level in spec.eval_levels:
-            add(level, int(grid.eval.get("samples", 0)) or cfg["n_val"], seed + 2)
+            add(level, eval_n, seed + 2)
         for level in spec.probe_levels:
-            add(level, int(grid.probe.get("samples", PROBE_SAMPLES_DEFAULT)), seed + 3)
+            add(level, probe_n, seed + 3)
     return out
-
-
-def largest_cached(task_name: str, level: str, seed: int, cache_dir: Path) -> int:
-    """n of the largest cached set of (task, level, seed) at the task's current version, or 0."""
-    task = get_task(task_name)
-    stem = CacheKey(task.name, level, 1, seed, task.version, task.cache_variant).stem()
-    pattern = re.compile(re.escape(stem) + r"-n(\d+)\.npz$")
-    folder = cache_dir / task.name
-    sizes = [int(m.group(1)) for p in folder.glob("*.npz") if (m := pattern.match(p.name))] if folder.is_dir() else []
-    return max(sizes, default=0)
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    missing = []
-    for task, level, n, seed in sorted(needs(argv[0])):
-        have = largest_cached(task, level, seed, Path(argv[1]))
-        if have < n:
-            missing.append(f"  {task} {level} seed {seed}: the grid reads {n}, the cache holds {have or 'none'}")
+    missing = [f"  {k.task} {k.level} seed {k.seed}: the grid reads {k.n}, the cache holds no set that large"
+               for k in sorted(needs(argv[0]), key=lambda k: (k.task, k.level, k.seed))
+               if larger_cached(k, cache_path(k, argv[1]).parent) is None]
     if missing:
         print(f"{argv[1]} lacks sets {argv[0]} reads (make them with results/paper_grid/make_data.sh):",
               *missing, sep="\n", file=sys.stderr)
