@@ -131,7 +131,12 @@ def load_grid(path: str | Path) -> Grid:
     except tomllib.TOMLDecodeError as err:
         raise GridError(f"{path} is not valid TOML ({err})") from None
     grid = parse_grid(spec, where=str(path))
-    return Grid(grid.runs, grid.eval, grid.probe, grid.runtime, str(path), hashlib.sha256(text.encode()).hexdigest())
+    return Grid(grid.runs, grid.eval, grid.probe, grid.runtime, str(path), text_digest(text))
+
+
+def text_digest(text: str) -> str:
+    """A grid file's digest as Grid.digest (and grid.json) record it: sha256 of its text."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse_grid(spec: Mapping[str, Any], where: str = "grid") -> Grid:

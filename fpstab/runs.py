@@ -29,12 +29,14 @@ from typing import Any
 
 import torch
 
-# The record files' names and schemas belong to reports (which reads them); checkpoints are torch's, here.
+# The record files' names and schemas belong to reports (which reads them); a checkpoint's contents are torch's, here.
 from fpstab.reports.run_files import (  # noqa: F401  (re-exported for the writers in fpstab)
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     CONFIG_SCHEMA,
     CONFIG_VERSION,
     EVAL_FILE,
+    LAST_CHECKPOINT,
     METRICS_FILE,
     PLOTS_DIR,
     STATUS_FILE,
@@ -43,8 +45,6 @@ from fpstab.reports.run_files import load_metrics as read_metrics  # noqa: F401
 from fpstab.reports.run_files import read_json_file as read_json
 from fpstab.tasks.cache import atomic_write_bytes  # the one atomic writer (fsyncs the file and its folder)
 
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.pt"
 CHECKPOINT_FORMAT = "fpstab.checkpoint"
 CHECKPOINT_VERSION = 1
 STATES: tuple[str, ...] = ("running", "completed", "diverged", "interrupted")

@@ -21,7 +21,9 @@ Definitions (module constants, printed with the verdicts):
 Verdicts: "held" (every counted run or pair agrees with the claim), "did not hold"
 (none does), "mixed: k of n" and "undetermined" with the reason, e.g. no run of
 the kind fit the training level, which is an optimization failure and says
-nothing about extrapolation.
+nothing about extrapolation. On part of a grid (runs of the kind still to train,
+evaluate or probe, from reports.grid_progress) a verdict says "so far" and how
+many runs are to come, and a kind with no record yet is "undetermined: not run yet".
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from fpstab.reports.grid_progress import Progress
 from fpstab.reports.run_files import RunRecord
 
 FIT_MIN = 0.5
@@ -81,6 +84,25 @@ def _shared_setup_keys(runs: Sequence[RunRecord]) -> list[str]:
 def _recall_outer(runs: Sequence[RunRecord]) -> list[RunRecord]:
     """The standard_recall and internal_recall runs with outer normalization."""
     return [r for r in runs if r.train.get("arch") in RECALL_ARCHS and r.train.get("norm") == "outer"]
+
+
+def _is_recall_outer(p: Progress) -> bool:
+    return p.arch in RECALL_ARCHS and p.norm == "outer"
+
+
+def with_runs_to_come(check: ClaimCheck, to_come: Sequence[Progress]) -> ClaimCheck:
+    """The check qualified by the grid's runs of its kind still to come: "so far", and which they are."""
+    if not to_come:
+        return check
+    k = len(to_come)
+    if check.verdict == "undetermined: no such run":
+        verdict = "undetermined: not run yet"
+    else:
+        verdict = f"{check.verdict} (so far; {k} grid run{'' if k == 1 else 's'} to come)"
+    said = check.evidence.rstrip().rstrip(";")
+    said += "" if not said else " " if said.endswith(".") else ". "
+    evidence = said + "To come: " + "; ".join(f"{p.planned.name} ({p.state}, next: {p.next})" for p in to_come) + "."
+    return ClaimCheck(check.task, check.claim, verdict, evidence)
 
 
 def fits(run: RunRecord, val: Accuracy) -> bool:
@@ -163,18 +185,23 @@ def comparison_claim(task: str, runs: Sequence[RunRecord], val: Accuracy, hard: 
     return ClaimCheck(task, claim, _count_verdict(wins, len(counted)), evidence)
 
 
-def check_claims(runs: Sequence[RunRecord], val: Accuracy, hard: Accuracy) -> list[ClaimCheck]:
-    """The three claims on every task of `runs`. val: validation exact match at the training level;
-    hard: exact match at the last evaluated iteration on the hardest eval level (None: not evaluated)."""
+def check_claims(runs: Sequence[RunRecord], val: Accuracy, hard: Accuracy,
+                 to_come: Sequence[Progress] = ()) -> list[ClaimCheck]:
+    """The three claims on every task of `runs` and of `to_come`. val: validation exact match at the
+    training level; hard: exact match at the last evaluated iteration on the hardest eval level (None:
+    not evaluated); to_come: a grid's runs still to train, evaluate or probe (reports.grid_progress)."""
     out = []
-    for task in sorted({str(r.train.get("task")) for r in runs}):
+    for task in sorted({str(r.train.get("task")) for r in runs} | {p.planned.task for p in to_come}):
         members = [r for r in runs if r.train.get("task") == task]
         no_recall = [r for r in members if r.train.get("arch") == "no_recall"]
+        coming = [p for p in to_come if p.planned.task == task]
+        coming_recall = [p for p in coming if _is_recall_outer(p)]
         out += [
-            extrapolation_claim(task, _recall_outer(members), "recall + outer", "recall + outer norm extrapolates", True,
-                                val, hard),
-            extrapolation_claim(task, no_recall, "no_recall", "no recall does not extrapolate", False, val, hard),
-            comparison_claim(task, members, val, hard),
+            with_runs_to_come(extrapolation_claim(task, _recall_outer(members), "recall + outer",
+                                                  "recall + outer norm extrapolates", True, val, hard), coming_recall),
+            with_runs_to_come(extrapolation_claim(task, no_recall, "no_recall", "no recall does not extrapolate",
+                                                  False, val, hard), [p for p in coming if p.arch == "no_recall"]),
+            with_runs_to_come(comparison_claim(task, members, val, hard), coming_recall),
         ]
     return out
 

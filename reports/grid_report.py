@@ -11,6 +11,9 @@ out/index.md, a self-contained out/index.html and out/figures/*.png:
 - the probe table: each run's verdicts and key figures at every probed level,
   next to its accuracy at its hardest level;
 - the paper's claims (reports.claims), each with a verdict, n and seeds;
+- with the grid's plan (the tree's grid.json, written by `fpstab sweep`, or one given): how far
+  the grid has got and what is still to come (reports.grid_progress); the tables and claims then
+  use only the grid's runs, and a claim with runs still to come says "so far";
 - the headline: Spearman's rho (95 % percentile bootstrap interval, seeded)
   between each probe figure or verdict and hard-level accuracy across runs,
   pooled and per task, with scatter plots, and a paragraph generated from
@@ -29,9 +32,10 @@ from typing import Any
 
 from fpstab.reports.claims import FIT_MIN, check_claims, claims_table, definitions, fits
 from fpstab.reports.document import Block, to_html, to_markdown
+from fpstab.reports.grid_progress import Progress, grid_progress, progress_blocks, runs_of_the_grid
 from fpstab.reports.probe_summary import AXES, FIGURES, VERDICT_SCORE, probe_summary
 from fpstab.reports.report_plots import scatter_figure, schoop_figure
-from fpstab.reports.run_files import RunRecord, find_runs
+from fpstab.reports.run_files import GridPlan, RunRecord, find_runs
 from fpstab.reports.stats import Correlation, spearman
 
 ALWAYS = ("task", "arch", "norm")
@@ -200,11 +204,20 @@ def _strong(found: Sequence[tuple[str, str, str, Correlation]], scope: str, wher
 
 
 # ---- the whole report ------------------------------------------------------------------------------
-def build_report(runs: Sequence[RunRecord], out: Path, title: str, seed: int = 0) -> list[Block]:
-    """The report's blocks; figures are written under out/figures."""
+def build_report(runs: Sequence[RunRecord], out: Path, title: str, seed: int = 0, plan: GridPlan | None = None,
+                 tree: Path | None = None) -> list[Block]:
+    """The report's blocks; figures are written under out/figures. With `plan` (the grid the runs
+    belong to; `tree` is where they are), a section on its progress, and only its runs analysed."""
+    to_come: list[Progress] = []
+    grid_section: list[Block] = []
+    if plan is not None:
+        progress, outside = grid_progress(plan, runs)
+        runs = runs_of_the_grid(progress)
+        to_come = [p for p in progress if p.to_come]
+        grid_section = progress_blocks(plan, progress, outside, tree or out.parent)
+    blocks: list[Block] = [("h", 1, title), ("p", _overview(runs)), *grid_section]
     tasks = sorted({str(r.train.get("task")) for r in runs})
     keys_by_task = {t: configuration_keys([r for r in runs if r.train.get("task") == t]) for t in tasks}
-    blocks: list[Block] = [("h", 1, title), ("p", _overview(runs))]
     for task in tasks:
         members = [r for r in runs if r.train.get("task") == task]
         keys = keys_by_task[task]
@@ -215,7 +228,7 @@ def build_report(runs: Sequence[RunRecord], out: Path, title: str, seed: int = 0
             blocks.append(("img", fig, f"{task}: exact-match accuracy against iterations, mean over seeds; "
                                        "shaded: the iterations seen in training"))
     blocks += [("h", 2, "The paper's claims in this grid"), ("p", definitions()),
-               ("table", *claims_table(check_claims(runs, last_validation, hard_accuracy)))]
+               ("table", *claims_table(check_claims(runs, last_validation, hard_accuracy, to_come)))]
     header, rows = probe_table(runs, keys_by_task)
     blocks += [("h", 2, "Probe verdicts and figures"), ("table", header, rows)]
     found = correlations(runs, seed=seed)
@@ -230,12 +243,16 @@ def build_report(runs: Sequence[RunRecord], out: Path, title: str, seed: int = 0
     return blocks
 
 
-def write_report(tree: str | Path, out: str | Path, title: str | None = None, seed: int = 0) -> tuple[Path, Path]:
-    """Read the runs under `tree`, write out/index.md and out/index.html; returns their paths."""
+def write_report(tree: str | Path, out: str | Path, title: str | None = None, seed: int = 0,
+                 plan: GridPlan | None = None) -> tuple[Path, Path]:
+    """Read the runs under `tree`, write out/index.md and out/index.html; returns their paths. With
+    `plan` (e.g. `load_grid_plan(tree)`, the grid a sweep wrote there), the report follows that grid;
+    without, it reports every run directory."""
     runs = find_runs(tree)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    blocks = build_report(runs, out, title or f"fpstab report: {Path(tree).name}", seed=seed)
+    blocks = build_report(runs, out, title or f"fpstab report: {Path(tree).name}", seed=seed, plan=plan,
+                          tree=Path(tree))
     md, page = out / "index.md", out / "index.html"
     md.write_text(to_markdown(blocks, out))
     page.write_text(to_html(blocks, title or f"fpstab report: {Path(tree).name}"))
@@ -285,7 +302,7 @@ def _states(members: Sequence[RunRecord]) -> str:
 def _overview(runs: Sequence[RunRecord]) -> str:
     states = [r.state for r in runs]
     counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
-    return (f"{len(runs)} runs ({counts}). Accuracy is exact match (every token right); acc@T is measured at the "
+    return (f"{len(runs)} run{'' if len(runs) == 1 else 's'}{f' ({counts})' if runs else ''}. Accuracy is exact match (every token right); acc@T is measured at the "
             "last evaluated iteration T. Cells give mean ± standard deviation over seeds and n, the number of runs.")
 
 

@@ -11,29 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fpstab.reports.run_files import (EVAL_FILE, EVAL_SCHEMA, EVAL_SCHEMA_VERSION, PROBE_FILE,  # noqa: F401
-                                      PROBE_SCHEMA, load_metrics)
-
-EVAL_SCHEMA_VERSIONS: tuple[int, ...] = (EVAL_SCHEMA_VERSION,)
-_EVAL_KEYS = ("task", "arch", "norm", "iters", "levels")
-_LEVEL_KEYS = ("level", "n_samples", "accuracy", "final_accuracy", "best_accuracy", "best_iteration",
-               "overthinking_penalty")
-
-
-def check_eval_record(record: Mapping[str, Any]) -> None:
-    """Raise ValueError naming what is wrong if `record` is not an eval.json we read."""
-    if record.get("schema") != EVAL_SCHEMA:
-        raise ValueError(f"not an fpstab eval record: schema={record.get('schema')!r}, expected {EVAL_SCHEMA!r}")
-    if record.get("schema_version") not in EVAL_SCHEMA_VERSIONS:
-        raise ValueError(f"eval schema_version={record.get('schema_version')!r}; "
-                         f"this reader knows {list(EVAL_SCHEMA_VERSIONS)}")
-    missing = [k for k in _EVAL_KEYS if k not in record]
-    if missing:
-        raise ValueError(f"eval record lacks keys {missing}")
-    for i, lv in enumerate(record["levels"]):
-        missing = [k for k in _LEVEL_KEYS if k not in lv]
-        if missing:
-            raise ValueError(f"eval record level #{i} lacks keys {missing}")
-
+                                      PROBE_SCHEMA, check_eval_record, load_metrics)
 
 def _read_record(path: str | Path, name: str, command: str) -> dict[str, Any]:
     """The JSON at path, or at path/name for a run directory; a missing file names the command that writes it."""

@@ -6,13 +6,14 @@ A run directory (written by `fpstab train`, `eval`, `probe` and `sweep`) holds:
     status.json          {"state": running | completed | diverged | interrupted, "step", ...}
     metrics.jsonl        one JSON object a line (kind: train | epoch | resume | diverged | done;
                          shift_check | shift in a SHIFT run, whose shift.json holds the trace)
-    checkpoints/last.pt  the training state (torch; read by fpstab.runs, never here)
+    checkpoints/last.pt  the training state (torch; read by fpstab.runs; here only whether it is there)
     eval.json            accuracy at every iteration per level           (schema fpstab.eval/1)
     probe.json           the probe record: one entry per probed level       (schema fpstab.probe/2)
     sweep.json           the sweep's stages for this run                    (schema fpstab.sweep_run/1)
     plots/               eval's figures
 
-and a sweep's results tree holds grid.json plus one such directory per run.
+and a sweep's results tree holds grid.json (the expanded grid: every run's name, resolved config and
+levels) plus one such directory per run.
 Everything here is plain JSON: no model, training or torch code is imported.
 """
 
@@ -32,6 +33,8 @@ PLOTS_DIR = "plots"
 SWEEP_RUN_FILE = "sweep.json"
 GRID_FILE = "grid.json"
 PROBE_FILE = "probe.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
 
 CONFIG_SCHEMA = "fpstab.run_config"
 CONFIG_VERSION = 1
@@ -42,6 +45,32 @@ SWEEP_RUN_SCHEMA = "fpstab.sweep_run/1"
 
 # The writer (fixedpoint.probes.records.SCHEMA_VERSION) holds the same string; tests/test_report.py checks.
 PROBE_SCHEMA = "fpstab.probe/2"
+
+
+EVAL_SCHEMA_VERSIONS: tuple[int, ...] = (EVAL_SCHEMA_VERSION,)
+_EVAL_KEYS = ("task", "arch", "norm", "iters", "levels")
+_LEVEL_KEYS = ("level", "n_samples", "accuracy", "final_accuracy", "best_accuracy", "best_iteration",
+               "overthinking_penalty")
+
+
+def check_eval_record(record: Mapping[str, Any]) -> None:
+    """Raise ValueError naming what is wrong if `record` is not an eval.json we read."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"not an fpstab eval record: a JSON object is expected, not {type(record).__name__}")
+    if record.get("schema") != EVAL_SCHEMA:
+        raise ValueError(f"not an fpstab eval record: schema={record.get('schema')!r}, expected {EVAL_SCHEMA!r}")
+    if record.get("schema_version") not in EVAL_SCHEMA_VERSIONS:
+        raise ValueError(f"eval schema_version={record.get('schema_version')!r}; "
+                         f"this reader knows {list(EVAL_SCHEMA_VERSIONS)}")
+    missing = [k for k in _EVAL_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"eval record lacks keys {missing}")
+    if not isinstance(record["levels"], list) or not all(isinstance(lv, Mapping) for lv in record["levels"]):
+        raise ValueError("eval record 'levels' must be a list of objects, one a level")
+    for i, lv in enumerate(record["levels"]):
+        missing = [k for k in _LEVEL_KEYS if k not in lv]
+        if missing:
+            raise ValueError(f"eval record level #{i} lacks keys {missing}")
 
 
 def probe_entries(record: Any, path: str | Path) -> dict[str, dict[str, Any]]:
@@ -121,6 +150,10 @@ def load_run_record(run_dir: str | Path) -> RunRecord:
         rec.status = read_json_file(run_dir / STATUS_FILE)
     if (run_dir / EVAL_FILE).is_file():
         rec.eval = read_json_file(run_dir / EVAL_FILE)
+        try:
+            check_eval_record(rec.eval)
+        except ValueError as err:
+            raise ValueError(f"{run_dir / EVAL_FILE}: {err} (rerun `fpstab eval {run_dir}`)") from err
     if (run_dir / SWEEP_RUN_FILE).is_file():
         rec.sweep = read_json_file(run_dir / SWEEP_RUN_FILE)
     if (run_dir / METRICS_FILE).is_file():
@@ -128,6 +161,57 @@ def load_run_record(run_dir: str | Path) -> RunRecord:
     if (run_dir / PROBE_FILE).is_file():
         rec.probes = probe_entries(read_json_file(run_dir / PROBE_FILE), run_dir / PROBE_FILE)
     return rec
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a grid as the sweep will run it: config is the resolved TrainConfig (a dict)."""
+
+    name: str
+    config: dict[str, Any]
+    eval_levels: tuple[str, ...]
+    probe_levels: tuple[str, ...]
+
+    @property
+    def task(self) -> str:
+        return str(self.config.get("task"))
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """A grid's runs (grid.json, or `fpstab.grid.Grid.to_dict()`): where it came from and what it runs."""
+
+    source: str
+    digest: str
+    runs: tuple[PlannedRun, ...]
+
+
+def grid_plan(record: Any, where: str | Path) -> GridPlan:
+    """A grid description -> GridPlan; ValueError naming `where` and the first malformed run."""
+    if not isinstance(record, Mapping) or not isinstance(record.get("runs"), list):
+        raise ValueError(f"{where} is not a grid description (a JSON object with a 'runs' list, as `fpstab sweep` "
+                         "writes into its --out)")
+    planned = []
+    for i, run in enumerate(record["runs"]):
+        ok = (isinstance(run, Mapping) and isinstance(run.get("name"), str) and isinstance(run.get("config"), Mapping)
+              and all(isinstance(run.get(k), list) for k in ("eval_levels", "probe_levels")))
+        if not ok:
+            raise ValueError(f"{where}: run {i} must hold 'name' (text), 'config' (an object), 'eval_levels' and "
+                             "'probe_levels' (lists)")
+        planned.append(PlannedRun(run["name"], dict(run["config"]), tuple(map(str, run["eval_levels"])),
+                                  tuple(map(str, run["probe_levels"]))))
+    return GridPlan(str(record.get("source", "")), str(record.get("digest", "")), tuple(planned))
+
+
+def load_grid_plan(tree: str | Path) -> GridPlan | None:
+    """The grid a sweep wrote into `tree` (tree/grid.json), or None when there is none."""
+    path = Path(tree) / GRID_FILE
+    return grid_plan(read_json_file(path), path) if path.is_file() else None
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """True when the run directory holds its last training checkpoint (the file is not read)."""
+    return (Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file()
 
 
 def find_runs(tree: str | Path) -> list[RunRecord]:

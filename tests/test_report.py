@@ -137,3 +137,13 @@ def test_record_writers_and_readers_agree_on_their_schema_strings() -> None:
     from fpstab.reports.run_files import PROBE_SCHEMA as probe_read
 
     assert (probe_written, hessian_written) == (probe_read, hessian_read)
+
+
+def test_a_malformed_eval_record_is_named_not_a_traceback(tree, capsys):
+    path = sorted(tree.iterdir())[0] / "eval.json"
+    record = json.loads(path.read_text())
+    del record["levels"][1]["best_accuracy"]
+    path.write_text(json.dumps(record))
+    assert main(["report", str(tree), "--out", str(tree.parent / "report")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "level #1 lacks keys ['best_accuracy']" in err and "rerun `fpstab eval" in err

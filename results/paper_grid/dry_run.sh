@@ -47,6 +47,8 @@ for run in "${runs[@]}"; do
     done
 done
 python3 -m fpstab.cli report "$work/runs" --out "$work/report"
+grep -Eq '^The grid \(.*; [0-9]+ runs\): 3 done, [0-9]+ not started\.' "$work/report/index.md" \
+    || { echo "dry run: the report does not list the grid's progress (3 runs done, the rest not started)" >&2; exit 1; }
 # grid:auto with too little of DEADLINE_S left starts no sweep and says so.
 OUT="$work/late" DEVICE=cpu GRID_FILE="$work/tiny.toml" RUNS_DIR="$work/late-runs" FPSTAB_CACHE="$work/cache" \
     DEADLINE_S=100 bash results/paper_grid/device.sh grid:auto:arch=standard_recall >/dev/null 2>&1
