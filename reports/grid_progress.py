@@ -13,7 +13,7 @@ the sweep's own decision also compares file times, so where the two differ the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +113,9 @@ def runs_of_the_grid(progress: Sequence[Progress]) -> list[RunRecord]:
 
 
 def progress_blocks(plan: GridPlan, progress: Sequence[Progress], outside: Sequence[tuple[RunRecord, str]],
-                    tree: Path) -> list[Block]:
-    """The report's section on the grid: counts per task, the runs still to come and those left out."""
+                    tree: Path, val: Callable[[RunRecord], float | None]) -> list[Block]:
+    """The report's section on the grid: counts per task, the runs still to come and those left out
+    (with their validation exact match by `val`, so what they showed stays in view)."""
     states = [p.state for p in progress]
     counts = ", ".join(f"{states.count(s)} {s}" for s in (DONE, DIVERGED, TRAINED, EVALUATED, TRAINING, NOT_STARTED,
                                                           OTHER_CONFIG) if s in states)
@@ -134,7 +135,8 @@ def progress_blocks(plan: GridPlan, progress: Sequence[Progress], outside: Seque
                                                                 for p in to_come])]
     if outside:
         blocks += [("p", "Run directories left out:"),
-                   ("table", ["run", "why", "state"], [[r.name, why, r.state] for r, why in outside])]
+                   ("table", ["run", "why", "state", "val (%)"],
+                    [[r.name, why, r.state, _pct(val(r))] for r, why in outside])]
     return blocks
 
 
@@ -149,3 +151,7 @@ def _counts_table(progress: Sequence[Progress]) -> tuple[list[str], list[list[st
         rows.append([task, str(len(members)), str(done), str(diverged), str(sum(p.to_come for p in members)),
                      str(refused)])
     return ["task", "runs", "done", "diverged", "to come", "refused (another config)"], rows
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"

@@ -214,7 +214,7 @@ def build_report(runs: Sequence[RunRecord], out: Path, title: str, seed: int = 0
         progress, outside = grid_progress(plan, runs)
         runs = runs_of_the_grid(progress)
         to_come = [p for p in progress if p.to_come]
-        grid_section = progress_blocks(plan, progress, outside, tree or out.parent)
+        grid_section = progress_blocks(plan, progress, outside, tree or out.parent, last_validation)
     blocks: list[Block] = [("h", 1, title), ("p", _overview(runs)), *grid_section]
     tasks = sorted({str(r.train.get("task")) for r in runs})
     keys_by_task = {t: configuration_keys([r for r in runs if r.train.get("task") == t]) for t in tasks}

@@ -125,11 +125,12 @@ def test_the_report_of_part_of_a_grid_lists_what_is_to_come_and_leaves_out_other
     done, later = grid.runs
     write_state(tree / done.name, done.config, "completed", checkpoint=True, evaluated=True)
     write_state(tree / "left-over", {**done.config, "arch": "internal_recall"}, "completed", evaluated=True)
+    (tree / "left-over" / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "val_exact_match": 0.25}))
     assert main(["report", str(tree), "--out", str(tmp_path / "r1")]) == 0
     md = (tmp_path / "r1" / "index.md").read_text()
     assert "## The grid's progress" in md and "1 done, 1 not started" in md
     assert f"| {later.name} | not started | train, eval | — |" in md
-    assert "| left-over | not in the grid | completed |" in md
+    assert "| left-over | not in the grid | completed | 25.0 |" in md
     assert "internal_recall+outer" not in md.split("## The grid's progress")[1].split("Run directories left out")[1]
     assert "(so far; 1 grid run to come)" in md  # the recall claim: one recall + outer run still to come
     # --no-grid: every run directory, no progress section
