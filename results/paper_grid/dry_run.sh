@@ -66,7 +66,8 @@ ls "$work/rescue-out"/ckpt-*.pt >/dev/null 2>&1 \
 rm -rf "$work/rescue/runs"  # the repository has only what came back
 GRID_DIR="$work/rescue" bash results/paper_grid/restore.sh "$work/rescue-out" dry >"$work/restore.txt" 2>&1 \
     && grep -q "resuming at its last checkpoint" "$work/restore.txt" \
-    || { cat "$work/restore.txt" >&2; echo "dry run: restore.sh did not leave the cut-off run to resume" >&2; exit 1; }
+    && grep -Eq "\| training \| train, eval, probe \| interrupted at step [0-9]+ of [0-9]+; resumes from its checkpoint \|" "$work/rescue/report/index.md" \
+    || { cat "$work/restore.txt" >&2; echo "dry run: restore.sh did not leave the cut-off run to resume (or its report does not say so)" >&2; exit 1; }
 # The real grid against the committed records: every run must be one the sweep will continue, not refuse.
 python3 -m fpstab.cli sweep results/paper_grid/paper.toml --out results/paper_grid/runs --dry-run >"$work/next.txt" \
     || { cat "$work/next.txt" >&2; echo "dry run: the sweep would refuse a run directory in results/paper_grid/runs" >&2; exit 1; }

@@ -8,7 +8,9 @@
 # - each ckpt-RUN.pt becomes GRID_DIR/runs/RUN/checkpoints/last.pt (git-ignored), so the
 #   next call resumes RUN when it carries that folder (the lines printed at the end);
 # - everything else (device.txt, plan.txt, bench.*, the sweep's log) is copied to
-#   GRID_DIR/calls/CALL/, to commit with the records.
+#   GRID_DIR/calls/CALL/, to commit with the records;
+# - GRID_DIR/report is regenerated against paper.toml (its title kept), and the sweep's dry run
+#   printed: what the next call continues.
 #
 # GRID_DIR (default results/paper_grid) is the folder holding paper.toml, runs/ and calls/; dry_run.sh
 # points it at a scratch copy.
@@ -39,4 +41,7 @@ if [ "${#carry[@]}" -gt 0 ]; then
     echo "64 MiB: with more than one, carry only that task's data, .cache/fpstab/TASK, not all of .cache):"
     (IFS=,; echo "  carry: [\".whl\", \".cache\", ${carry[*]}]")
 fi
+title="The paper's grid on one GPU"
+[ -f "$here/report/index.md" ] && title=$(head -1 "$here/report/index.md" | sed 's/^# //')
+(cd "$here" && python3 -m fpstab.cli report runs --out report --grid paper.toml --title "$title")
 python3 -m fpstab.cli sweep "$here/paper.toml" --out "$here/runs" --dry-run
