@@ -107,9 +107,11 @@ def grid_progress(plan: GridPlan, runs: Sequence[RunRecord]) -> tuple[list[Progr
     return progress, outside
 
 
-def runs_of_the_grid(progress: Sequence[Progress]) -> list[RunRecord]:
-    """The run records that belong to the grid (its names, its configs): what the report analyses."""
-    return [p.run for p in progress if p.run is not None and p.state != OTHER_CONFIG]
+def runs_of_the_grid(runs: Sequence[RunRecord], progress: Sequence[Progress]) -> list[RunRecord]:
+    """The records among `runs` (in their order) that belong to the grid, by name and config: what the
+    report analyses."""
+    names = {p.planned.name for p in progress if p.run is not None and p.state != OTHER_CONFIG}
+    return [r for r in runs if r.name in names]
 
 
 def progress_blocks(plan: GridPlan, progress: Sequence[Progress], outside: Sequence[tuple[RunRecord, str]],
@@ -120,15 +122,18 @@ def progress_blocks(plan: GridPlan, progress: Sequence[Progress], outside: Seque
     counts = ", ".join(f"{states.count(s)} {s}" for s in (DONE, DIVERGED, TRAINED, EVALUATED, TRAINING, NOT_STARTED,
                                                           OTHER_CONFIG) if s in states)
     source = plan.source or "the grid"
-    text = (f"The grid ({source}; {len(progress)} runs): {counts}. `fpstab sweep {source} --out {tree}` continues "
-            "it from these records (`--dry-run` lists what each run would do next); the tables and claims below "
-            "use only the grid's runs that have records.")
+    to_come = [p for p in progress if p.to_come]
+    text = f"The grid ({source}; {len(progress)} runs): {counts}. "
+    if to_come:
+        text += (f"`fpstab sweep {source} --out {tree}` continues it from these records (`--dry-run` lists what "
+                 "each run would do next); the tables and claims below use only the grid's runs that have records.")
+    else:
+        text += "Nothing is left to run; the tables and claims below use the grid's runs."
     if outside:
         text += (f" {len(outside)} run director{'y' if len(outside) == 1 else 'ies'} here "
                  f"{'is' if len(outside) == 1 else 'are'} not (a run of) this grid and "
                  f"{'is' if len(outside) == 1 else 'are'} left out of them, listed last.")
     blocks: list[Block] = [("h", 2, "The grid's progress"), ("p", text), ("table", *_counts_table(progress))]
-    to_come = [p for p in progress if p.to_come]
     if to_come:
         blocks += [("p", "Runs still to come, in the grid's order:"),
                    ("table", ["run", "state", "next", "detail"], [[p.planned.name, p.state, p.next, p.detail or "—"]

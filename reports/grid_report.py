@@ -212,7 +212,7 @@ def build_report(runs: Sequence[RunRecord], out: Path, title: str, seed: int = 0
     grid_section: list[Block] = []
     if plan is not None:
         progress, outside = grid_progress(plan, runs)
-        runs = runs_of_the_grid(progress)
+        runs = runs_of_the_grid(runs, progress)
         to_come = [p for p in progress if p.to_come]
         grid_section = progress_blocks(plan, progress, outside, tree or out.parent, last_validation)
     blocks: list[Block] = [("h", 1, title), ("p", _overview(runs)), *grid_section]

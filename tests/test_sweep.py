@@ -56,7 +56,7 @@ def test_smoke_grid_trains_evaluates_probes_then_skips_what_is_done(tmp_path, ca
     # the records make a report without any model code
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     md = (tmp_path / "report" / "index.md").read_text()
-    assert "prefix_sum: accuracy by level" in md and f"The grid ({SMOKE}; 2 runs): 2 done." in md
+    assert "prefix_sum: accuracy by level" in md and f"The grid ({SMOKE}; 2 runs): 2 done. Nothing is left to run" in md
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_in_its_own_shard(tmp_path):
