@@ -502,7 +502,8 @@ def sweep(grid: Grid, out: str | Path, opts: SweepOptions, quiet: bool = False) 
             timer.cancel()
     states = [r["state"] for r in records]
     say(f"[sweep] finished: {states.count('done')} done, {states.count('diverged')} diverged, "
-        f"{states.count('failed')} failed, {states.count('stopped')} stopped; records in {out}")
+        f"{states.count('failed')} failed, {states.count('stopped')} stopped; records in {out} "
+        f"(`fpstab report {out}` reports them and what is left of the grid)")
     if "failed" in states:
         return EXIT_FAILED
     return EXIT_STOPPED if "stopped" in states else EXIT_OK
