@@ -52,8 +52,14 @@ class Progress:
 
 def config_differences(planned: Mapping[str, Any], recorded: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """key -> (recorded, planned) for every TrainConfig key both hold with different values (a key
-    only one side holds was added to TrainConfig in between and is not compared)."""
-    return {k: (recorded[k], planned[k]) for k in planned if k in recorded and recorded[k] != planned[k]}
+    only one side holds was added to TrainConfig in between and is not compared; a tuple equals the
+    list JSON makes of it)."""
+    return {k: (recorded[k], planned[k]) for k in planned
+            if k in recorded and _plain(recorded[k]) != _plain(planned[k])}
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _evaluated(planned: PlannedRun, run: RunRecord) -> bool:

@@ -88,8 +88,9 @@ def test_a_run_of_another_config_under_a_grid_name_is_named_and_left_out(tmp_pat
     assert progress[1].state == NOT_STARTED
     assert [(r.name, why.split(":")[0]) for r, why in outside] == [("old-run", "not in the grid"),
                                                                     (spec.name, "another config")]
-    # a key only one side records (added to TrainConfig in between) is not a difference
-    newer = {**spec.config, "a_key_added_later": 1}
+    # a key only one side records (added to TrainConfig in between) is not a difference, nor is a tuple
+    # where the record has JSON's list
+    newer = {**spec.config, "a_key_added_later": 1, "betas": tuple(spec.config["betas"])}
     assert run_progress(grid_plan({"runs": [{"name": "x", "config": newer, "eval_levels": [], "probe_levels": []}]},
                                   "g").runs[0], runs[1]).state != OTHER_CONFIG
 
