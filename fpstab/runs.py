@@ -36,11 +36,11 @@ from fpstab.reports.run_files import (  # noqa: F401  (re-exported for the write
     CONFIG_SCHEMA,
     CONFIG_VERSION,
     EVAL_FILE,
-    LAST_CHECKPOINT,
     METRICS_FILE,
     PLOTS_DIR,
     STATUS_FILE,
 )
+from fpstab.reports.run_files import last_checkpoint_file
 from fpstab.reports.run_files import load_metrics as read_metrics  # noqa: F401
 from fpstab.reports.run_files import read_json_file as read_json
 from fpstab.tasks.cache import atomic_write_bytes  # the one atomic writer (fsyncs the file and its folder)
@@ -98,7 +98,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
 
 def last_checkpoint_path(run_dir: str | os.PathLike[str]) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+    return last_checkpoint_file(run_dir)
 
 
 def checkpoint_path_of(path: str | os.PathLike[str]) -> Path:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fpstab.reports.grid_progress import Progress
 from fpstab.reports.run_files import RunRecord
@@ -38,6 +39,7 @@ from fpstab.reports.run_files import RunRecord
 FIT_MIN = 0.5
 KEEP_MIN = 0.5
 RECALL_ARCHS = ("standard_recall", "internal_recall")
+NO_SUCH_RUN = "undetermined: no such run"
 
 Accuracy = Callable[[RunRecord], float | None]
 
@@ -81,13 +83,13 @@ def _shared_setup_keys(runs: Sequence[RunRecord]) -> list[str]:
     return sorted(shared - set(_NOT_SETUP))
 
 
+def _is_recall_outer(arch: Any, norm: Any) -> bool:
+    return arch in RECALL_ARCHS and norm == "outer"
+
+
 def _recall_outer(runs: Sequence[RunRecord]) -> list[RunRecord]:
     """The standard_recall and internal_recall runs with outer normalization."""
-    return [r for r in runs if r.train.get("arch") in RECALL_ARCHS and r.train.get("norm") == "outer"]
-
-
-def _is_recall_outer(p: Progress) -> bool:
-    return p.arch in RECALL_ARCHS and p.norm == "outer"
+    return [r for r in runs if _is_recall_outer(r.train.get("arch"), r.train.get("norm"))]
 
 
 def with_runs_to_come(check: ClaimCheck, to_come: Sequence[Progress]) -> ClaimCheck:
@@ -95,7 +97,7 @@ def with_runs_to_come(check: ClaimCheck, to_come: Sequence[Progress]) -> ClaimCh
     if not to_come:
         return check
     k = len(to_come)
-    if check.verdict == "undetermined: no such run":
+    if check.verdict == NO_SUCH_RUN:
         verdict = "undetermined: not run yet"
     else:
         verdict = f"{check.verdict} (so far; {k} grid run{'' if k == 1 else 's'} to come)"
@@ -143,7 +145,7 @@ def extrapolation_claim(task: str, runs: Sequence[RunRecord], kind: str, claim: 
     """Claims 1 and 2: among `runs` (one kind of core) that fit and were evaluated, do they extrapolate
     (expect=True) or not (expect=False)?"""
     if not runs:
-        return ClaimCheck(task, claim, "undetermined: no such run", "n = 0 in this tree")
+        return ClaimCheck(task, claim, NO_SUCH_RUN, "n = 0 in this tree")
     evaluated = [r for r in runs if hard(r) is not None]
     fitting = [r for r in evaluated if fits(r, val)]
     if not fitting:
@@ -195,7 +197,7 @@ def check_claims(runs: Sequence[RunRecord], val: Accuracy, hard: Accuracy,
         members = [r for r in runs if r.train.get("task") == task]
         no_recall = [r for r in members if r.train.get("arch") == "no_recall"]
         coming = [p for p in to_come if p.planned.task == task]
-        coming_recall = [p for p in coming if _is_recall_outer(p)]
+        coming_recall = [p for p in coming if _is_recall_outer(p.arch, p.norm)]
         out += [
             with_runs_to_come(extrapolation_claim(task, _recall_outer(members), "recall + outer",
                                                   "recall + outer norm extrapolates", True, val, hard), coming_recall),

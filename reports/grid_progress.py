@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fpstab.reports.document import Block
-from fpstab.reports.run_files import GridPlan, PlannedRun, RunRecord, has_checkpoint
+from fpstab.reports.run_files import GridPlan, PlannedRun, RunRecord, last_checkpoint_file
 
 DONE, DIVERGED, OTHER_CONFIG = "done", "diverged", "another config"
 NOT_STARTED, TRAINING, TRAINED, EVALUATED = "not started", "training", "trained, not evaluated", "evaluated, not probed"
@@ -85,7 +85,7 @@ def run_progress(planned: PlannedRun, run: RunRecord | None) -> Progress:
     state, step, total = run.state, run.status.get("step"), run.status.get("total_steps")
     if state == "diverged":
         return Progress(planned, run, DIVERGED, "", f"at step {step}")
-    ckpt = has_checkpoint(run.path)
+    ckpt = last_checkpoint_file(run.path).is_file()
     if state != "completed":
         where = "resumes from its checkpoint" if ckpt else "no checkpoint here, so it trains from step 0"
         at = f"{state} at step {step} of {total}" if run.status else "started, no status written"
@@ -121,9 +121,9 @@ def runs_of_the_grid(runs: Sequence[RunRecord], progress: Sequence[Progress]) ->
 
 
 def progress_blocks(plan: GridPlan, progress: Sequence[Progress], outside: Sequence[tuple[RunRecord, str]],
-                    tree: Path, val: Callable[[RunRecord], float | None]) -> list[Block]:
+                    tree: Path, val_text: Callable[[RunRecord], str]) -> list[Block]:
     """The report's section on the grid: counts per task, the runs still to come and those left out
-    (with their validation exact match by `val`, so what they showed stays in view)."""
+    (with their validation exact match as `val_text` formats it, so what they showed stays in view)."""
     states = [p.state for p in progress]
     counts = ", ".join(f"{states.count(s)} {s}" for s in (DONE, DIVERGED, TRAINED, EVALUATED, TRAINING, NOT_STARTED,
                                                           OTHER_CONFIG) if s in states)
@@ -147,7 +147,7 @@ def progress_blocks(plan: GridPlan, progress: Sequence[Progress], outside: Seque
     if outside:
         blocks += [("p", "Run directories left out:"),
                    ("table", ["run", "why", "state", "val (%)"],
-                    [[r.name, why, r.state, _pct(val(r))] for r, why in outside])]
+                    [[r.name, why, r.state, val_text(r)] for r, why in outside])]
     return blocks
 
 
@@ -162,7 +162,3 @@ def _counts_table(progress: Sequence[Progress]) -> tuple[list[str], list[list[st
         rows.append([task, str(len(members)), str(done), str(diverged), str(sum(p.to_come for p in members)),
                      str(refused)])
     return ["task", "runs", "done", "diverged", "to come", "refused (another config)"], rows
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f}"

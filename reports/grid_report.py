@@ -214,7 +214,8 @@ def build_report(runs: Sequence[RunRecord], out: Path, title: str, seed: int = 0
         progress, outside = grid_progress(plan, runs)
         runs = runs_of_the_grid(runs, progress)
         to_come = [p for p in progress if p.to_come]
-        grid_section = progress_blocks(plan, progress, outside, tree or out.parent, last_validation)
+        grid_section = progress_blocks(plan, progress, outside, tree or out.parent,
+                                       lambda r: _pct(last_validation(r)))
     blocks: list[Block] = [("h", 1, title), ("p", _overview(runs)), *grid_section]
     tasks = sorted({str(r.train.get("task")) for r in runs})
     keys_by_task = {t: configuration_keys([r for r in runs if r.train.get("task") == t]) for t in tasks}
@@ -302,7 +303,8 @@ def _states(members: Sequence[RunRecord]) -> str:
 def _overview(runs: Sequence[RunRecord]) -> str:
     states = [r.state for r in runs]
     counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
-    return (f"{len(runs)} run{'' if len(runs) == 1 else 's'}{f' ({counts})' if runs else ''}. Accuracy is exact match (every token right); acc@T is measured at the "
+    counted = f"{len(runs)} run{'' if len(runs) == 1 else 's'}" + (f" ({counts})" if runs else "")
+    return (f"{counted}. Accuracy is exact match (every token right); acc@T is measured at the "
             "last evaluated iteration T. Cells give mean ± standard deviation over seeds and n, the number of runs.")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from fpstab.reports.run_files import (EVAL_FILE, EVAL_SCHEMA, EVAL_SCHEMA_VERSION, PROBE_FILE,  # noqa: F401
                                       PROBE_SCHEMA, check_eval_record, load_metrics)
 
+
 def _read_record(path: str | Path, name: str, command: str) -> dict[str, Any]:
     """The JSON at path, or at path/name for a run directory; a missing file names the command that writes it."""
     path = Path(path)

@@ -209,9 +209,9 @@ def load_grid_plan(tree: str | Path) -> GridPlan | None:
     return grid_plan(read_json_file(path), path) if path.is_file() else None
 
 
-def has_checkpoint(run_dir: str | Path) -> bool:
-    """True when the run directory holds its last training checkpoint (the file is not read)."""
-    return (Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file()
+def last_checkpoint_file(run_dir: str | Path) -> Path:
+    """Where a run directory keeps its last training checkpoint (read by fpstab.runs, not here)."""
+    return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
 
 
 def find_runs(tree: str | Path) -> list[RunRecord]:
