@@ -42,8 +42,7 @@ from fpstab.runs import (
     PLOTS_DIR,
     atomic_write_json,
     checkpoint_path_of,
-    load_checkpoint,
-    load_run,
+    load_trained,
     run_dir_of,
     run_state,
     run_state_note,
@@ -425,8 +424,7 @@ def evaluate_run(run: str | Path, levels: Sequence[Any] | None = None, iters: in
     ckpt_path = Path(checkpoint) if checkpoint is not None else checkpoint_path_of(run)
     run_dir = run_dir_of(run)
     dev = resolve_device(device)
-    core, _, cfg, task_name = load_run(run_dir, device=dev, checkpoint=ckpt_path)
-    ckpt_step = int(load_checkpoint(ckpt_path)["step"])
+    core, _, cfg, task_name, ckpt_step, _ = load_trained(run_dir, device=dev, checkpoint=ckpt_path)
     state = run_state(run_dir)
     for note in filter(None, (run_state_note(state, ckpt_step, "evaluating"), shift_note(run_dir, "evaluating"))):
         say(f"[eval] note: {note}")

@@ -200,14 +200,13 @@ def trained(args: argparse.Namespace, device: Any) -> tuple[Any, Any, Any, str, 
     A diverged or unfinished run is probed as it is, with a note on stderr; its
     state, the checkpoint's step and whether every weight is finite go into the record.
     """
-    from fpstab.runs import checkpoint_path_of, load_checkpoint, load_run, run_dir_of, run_state, run_state_note
+    from fpstab.runs import checkpoint_path_of, load_trained, run_dir_of, run_state, run_state_note
     from fpstab.shift import shift_note
 
     path = checkpoint_path_of(args.checkpoint)
-    core, core_cfg, train_cfg, task_name = load_run(args.checkpoint, device=device, checkpoint=path)
+    core, core_cfg, train_cfg, task_name, step, _ = load_trained(args.checkpoint, device=device, checkpoint=path)
     if args.task is not None and args.task != task_name:
         raise ValueError(f"--task {args.task}: the checkpoint was trained on {task_name!r}")
-    step = int(load_checkpoint(path)["step"])
     state = run_state(run_dir_of(args.checkpoint))
     bad = nonfinite_tensors(core)
     notes = [run_state_note(state, step, "probing"), shift_note(run_dir_of(args.checkpoint), "probing")]

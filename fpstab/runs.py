@@ -25,7 +25,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -91,7 +91,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             f"{path} has checkpoint format_version={ckpt.get('format_version')!r}; "
             f"this fpstab reads version {CHECKPOINT_VERSION}"
         )
-    missing = [k for k in ("config", "core_config", "task", "model") if k not in ckpt]
+    missing = [k for k in ("config", "core_config", "task", "model", "step") if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks entries {missing}")
     return ckpt
@@ -208,18 +208,36 @@ def check_task_shapes(core_config: Any, task_name: str, ckpt_path: str | os.Path
             "or evaluate it with the fpstab version that trained it")
 
 
+class TrainedRun(NamedTuple):
+    """A trained core as `load_trained` returns it: the core in eval mode with the checkpoint's
+    weights, its architectures.CoreConfig, the fpstab.config.TrainConfig it was trained with, the
+    task name, the optimizer step the checkpoint was written at, and the checkpoint file."""
+
+    core: Any
+    core_config: Any
+    train_config: Any
+    task: str
+    step: int
+    checkpoint: Path
+
+
 def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu",
              checkpoint: str | os.PathLike[str] | None = None) -> tuple[Any, Any, Any, str]:
-    """Load a trained core from a run directory or a checkpoint file.
+    """(core, core_config, train_config, task_name) of a trained run: `load_trained` without the step."""
+    run = load_trained(path, device=device, checkpoint=checkpoint)
+    return run.core, run.core_config, run.train_config, run.task
+
+
+def load_trained(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                 checkpoint: str | os.PathLike[str] | None = None) -> TrainedRun:
+    """Load a trained core from a run directory or a checkpoint file (the file is read once).
 
     Args:
         path: a run directory (its checkpoints/last.pt is used) or a checkpoint file.
         device: where to put the core.
         checkpoint: an explicit checkpoint file, overriding the one `path` implies.
     Returns:
-        (core, core_config, train_config, task_name): the core in eval mode
-        with the checkpoint's weights, its architectures.CoreConfig, the
-        fpstab.config.TrainConfig it was trained with, and the task name.
+        TrainedRun(core, core_config, train_config, task, step, checkpoint).
     Raises:
         FileNotFoundError: no such run or checkpoint.
         CheckpointError (a ValueError): unreadable or incompatible checkpoint.
@@ -241,4 +259,4 @@ def load_run(path: str | os.PathLike[str], device: str | torch.device = "cpu",
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint {ckpt_path} does not match its core config: {err}") from err
     core.to(device).eval()
-    return core, core_config, train_config, str(ckpt["task"])
+    return TrainedRun(core, core_config, train_config, str(ckpt["task"]), int(ckpt["step"]), ckpt_path)

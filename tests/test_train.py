@@ -17,6 +17,7 @@ from fpstab.runs import (
     CheckpointError,
     last_checkpoint_path,
     load_run,
+    load_trained,
     read_metrics,
     read_status,
 )
@@ -200,6 +201,25 @@ def test_run_directory_layout(tmp_path: Path) -> None:
     assert all(torch.equal(v, ckpt["model"][k]) for k, v in core.state_dict().items())
     with pytest.raises(ValueError, match="already holds a run; pass --resume"):
         train(tiny_cfg(), run, QUIET)
+
+
+def test_load_trained_reads_the_checkpoint_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval and probe take the step from the same read as the weights; a checkpoint without its
+    step is refused by name."""
+    run = tmp_path / "run"
+    train(tiny_cfg(), run, QUIET)
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+    loaded = load_trained(run)
+    assert len(reads) == 1 and loaded.step == 8 and loaded.checkpoint == last_checkpoint_path(run)
+    assert loaded.task == "prefix_sum" and loaded.train_config == tiny_cfg()
+    monkeypatch.setattr(torch, "load", real_load)
+    ckpt = real_load(last_checkpoint_path(run), weights_only=True)
+    del ckpt["step"]
+    torch.save(ckpt, last_checkpoint_path(run))
+    with pytest.raises(CheckpointError, match=r"lacks entries \['step'\]"):
+        load_trained(run)
 
 
 @pytest.mark.parametrize("kill_at, ckpt_every", [(5, 0), (7, 3)])
