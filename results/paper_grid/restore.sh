@@ -18,6 +18,8 @@ set -euo pipefail
 from=${1:?usage: restore.sh FROM CALL (FROM: the folder holding what the call wrote under \$OUT)}
 call=${2:?usage: restore.sh FROM CALL (CALL: a name for the call, e.g. 3)}
 here=${GRID_DIR:-results/paper_grid}
+# This checkout's fpstab, whether or not (or wherever else) it is installed: the report is made from inside $here.
+export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 [ -f "$here/paper.toml" ] || { echo "restore.sh: no $here/paper.toml (run it from the repository root)" >&2; exit 1; }
 [ -f "$from/runs-paper.tar.gz" ] || { echo "restore.sh: $from has no runs-paper.tar.gz (did the sweep start?)" >&2; exit 1; }
 tar xzf "$from/runs-paper.tar.gz" -C "$here"
