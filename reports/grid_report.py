@@ -315,9 +315,24 @@ def _protocol(members: Sequence[RunRecord]) -> str:
     n = sorted({lv.get("n_samples") for r in members for lv in (r.eval or {}).get("levels", [])})
     evaluated = (f"evaluated to T = {iters[-1]} iterations (one-pass baselines at 1) on {' or '.join(map(str, n))} samples per level"
                  if iters else "not evaluated")
-    return (f"Trained on level {level}, d_model {t.get('d_model')}, {t.get('n_heads')} heads, {t.get('epochs')} "
-            f"epochs of {t.get('n_train')} at batch {t.get('batch_size')}, {t.get('train_iters')} training iterations; "
+    s = {key: _setting(members, key) for key in ("d_model", "n_heads", "epochs", "n_train", "batch_size", "lr",
+                                                  "train_iters")}
+    return (f"Trained on level {level}, d_model {s['d_model']}, {s['n_heads']} heads, {s['epochs']} "
+            f"epochs of {s['n_train']} at batch {s['batch_size']}, lr {s['lr']}, {s['train_iters']} training iterations; "
             f"{evaluated}. val: exact match on held-out inputs at the training level and depth, last epoch.")
+
+
+def _setting(members: Sequence[RunRecord], key: str) -> str:
+    """A training setting of a task's runs: the value most runs share, then each other value with the
+    runs that have it, by name, e.g. "0.001 (0.0001: chess-no_recall-inner-lr0.0001-s0, ...)"."""
+    values = [r.train.get(key) for r in members]
+    common = max(values, key=lambda v: (values.count(v), -values.index(v)))
+    others: dict[str, list[str]] = {}
+    for r, v in zip(members, values):
+        if v != common:
+            others.setdefault(str(v), []).append(r.name)
+    return str(common) + (f" ({'; '.join(f'{v}: ' + ', '.join(names) for v, names in others.items())})"
+                          if others else "")
 
 
 def _num(v: float | None) -> str:

@@ -147,3 +147,19 @@ def test_a_malformed_eval_record_is_named_not_a_traceback(tree, capsys):
     assert main(["report", str(tree), "--out", str(tree.parent / "report")]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "level #1 lacks keys ['best_accuracy']" in err and "rerun `fpstab eval" in err
+
+
+def test_the_protocol_line_names_the_runs_trained_with_another_setting():
+    """A task whose runs differ in a setting (no_recall at its own lr and batch) says so, by run name,
+    instead of printing the first run's value as the task's."""
+    from fpstab.reports.grid_report import _protocol
+
+    def run(name, **train):
+        base = {"task": "chess", "d_model": 256, "n_heads": 8, "epochs": 16, "n_train": 40000, "batch_size": 100,
+                "lr": 1e-3, "train_iters": 30}
+        return RunRecord(name, Path(name), {"train": {**base, **train}})
+
+    same = _protocol([run("a"), run("b")])
+    assert "at batch 100, lr 0.001, 30 training iterations" in same and ": " not in same.split(";")[0]
+    line = _protocol([run("a", lr=1e-4), run("b"), run("c"), run("d", lr=1e-4, batch_size=500), run("e")])
+    assert "at batch 100 (500: d), lr 0.001 (0.0001: a, d)," in line
