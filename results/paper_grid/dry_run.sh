@@ -19,8 +19,8 @@ head, sep, tasks = text.partition("\n[task.")
 tasks, n = re.subn(r"(?m)^n_train = .*\n", "", tasks)  # the tasks' own sizes: the tiny one in [base] below
 if n != 2:
     sys.exit("dry_run.sh: paper.toml no longer sets n_train under [task.sudoku] and [task.chess]")
-tasks = re.sub(r"(?m)^batch_size = .*\n", "", tasks)  # a task's own batch: the tiny one in [base] below
 text = head + sep + tasks
+text = re.sub(r"(?m)^batch_size = .*\n", "", text)  # a task's or an include's own batch: the tiny one in [base] below
 subs = [(r"(?m)^n_train = .*$", "n_train = 64\nd_model = 32\nn_heads = 2\nbatch_size = 16"),
         (r"(?m)^n_val = .*$", "n_val = 16"), (r"(?m)^epochs = .*$", "epochs = 1"),
         (r"(?m)^warmup_epochs = .*$", "warmup_epochs = 0.5"), (r"(?m)^lr_milestones = .*$", "lr_milestones = []"),
