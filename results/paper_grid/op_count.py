@@ -27,6 +27,7 @@ from fpstab.config import TrainConfig  # noqa: E402
 from fpstab.protocol import checkpointed, make_optimizer, train_step  # noqa: E402
 from fpstab.tasks import get_task  # noqa: E402
 
+
 class OpCounter(TorchDispatchMode):
     """Counts every aten operator call made while active."""
 
